@@ -1,0 +1,511 @@
+//! The journal: the one writer of the event log, with group commit.
+//!
+//! Threading model: callers on any thread push an [`Append`] onto a shared queue (a mutex
+//! around a `Vec`, held for a push) and get an [`AppendTicket`], a future. One dedicated
+//! OS thread takes *everything* queued, checks per-stream versions, assigns gap-free seqs,
+//! writes the lot as one RocksDB `WriteBatch` (fsynced in `sync` mode) and only then
+//! resolves the tickets. Whatever arrives while a batch is being written waits for the
+//! next one, so under load one fsync covers as many appends as arrived during the last.
+//!
+//! Fail stop: if a write fails, every caller in that batch gets the error, the journal
+//! refuses every later append, and nothing is ever acknowledged that is not stored.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use parking_lot::{Condvar, Mutex};
+use rocksdb::WriteBatch;
+use tokio::sync::{oneshot, watch};
+
+use crate::codec::{self, seq_key, stream_key};
+use crate::error::{Result, StorageError};
+use crate::event::{valid_stream_name, NewEvent};
+use crate::store::{
+    SnapshotRecord, Store, CF_EVENTS, CF_META, CF_SNAPSHOTS, CF_STREAMS, META_LAST_SEQ,
+};
+
+/// A snapshot written in the same batch as events. It covers `stream` up to `version`,
+/// which must be the version of one of the request's events (or the stream's current
+/// head); the journal tags it with that event's seq.
+#[derive(Debug, Clone)]
+pub struct SnapshotWrite {
+    pub stream: Arc<str>,
+    pub version: u64,
+    pub schema: u16,
+    pub state: Vec<u8>,
+}
+
+/// One append: events stored all-or-nothing, plus snapshots and `meta` records stored in
+/// the same batch (so a checkpoint marker is durable exactly when what precedes it is).
+/// An empty append is a barrier: it resolves once everything queued before it is durable.
+#[derive(Debug, Clone, Default)]
+pub struct Append {
+    pub events: Vec<NewEvent>,
+    pub snapshots: Vec<SnapshotWrite>,
+    pub meta: Vec<(String, Vec<u8>)>,
+}
+
+impl Append {
+    pub fn events(events: Vec<NewEvent>) -> Self {
+        Self {
+            events,
+            ..Self::default()
+        }
+    }
+}
+
+/// The seqs an append was given: `first..=last`, contiguous.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    pub first_seq: u64,
+    pub last_seq: u64,
+}
+
+/// Counters the journal keeps for metrics and benchmarks.
+#[derive(Debug, Default)]
+pub struct JournalStats {
+    pub batches: AtomicU64,
+    pub events: AtomicU64,
+    pub appends: AtomicU64,
+    pub write_nanos: AtomicU64,
+    pub max_batch_events: AtomicU64,
+    /// Histogram of batch write latency; bucket `i` counts writes of at most
+    /// [`WRITE_BUCKETS_US`]`[i]` microseconds, the last bucket everything slower.
+    pub write_hist: [AtomicU64; WRITE_BUCKETS_US.len() + 1],
+    /// Histogram of events per batch, bucket bounds [`BATCH_BUCKETS`].
+    pub batch_hist: [AtomicU64; BATCH_BUCKETS.len() + 1],
+}
+
+pub const WRITE_BUCKETS_US: [u64; 12] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 1_000_000,
+];
+pub const BATCH_BUCKETS: [u64; 10] = [1, 2, 4, 8, 16, 64, 256, 1024, 4096, 16384];
+
+fn bucket(bounds: &[u64], v: u64) -> usize {
+    bounds.iter().position(|b| v <= *b).unwrap_or(bounds.len())
+}
+
+struct Pending {
+    req: Append,
+    tx: oneshot::Sender<Result<Receipt>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    pending: Vec<Pending>,
+    closed: bool,
+    /// Set once a write failed: the reason every later append is refused with.
+    stopped: Option<String>,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    stats: JournalStats,
+    durable: watch::Sender<u64>,
+    /// Failure point: the next batch write fails as if RocksDB had refused it.
+    fail_next_write: AtomicBool,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+    store: Arc<Store>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        close(&self.shared, &self.thread);
+    }
+}
+
+fn close(shared: &Shared, thread: &Mutex<Option<JoinHandle<()>>>) {
+    shared.queue.lock().closed = true;
+    shared.wake.notify_all();
+    if let Some(handle) = thread.lock().take() {
+        if handle.join().is_err() {
+            tracing::error!("journal writer thread panicked");
+        }
+    }
+}
+
+/// Handle to the journal. Clones share one writer.
+#[derive(Clone)]
+pub struct Journal {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("durable_seq", &self.durable_seq())
+            .finish()
+    }
+}
+
+/// Most streams whose head version the writer remembers; past it the cache is dropped
+/// and heads are read back from the `streams` index (two bloom-filtered point lookups).
+const HEAD_CACHE_MAX: usize = 1 << 20;
+
+impl Journal {
+    /// Starts the writer thread on `store`.
+    pub fn start(store: Arc<Store>) -> Result<Self> {
+        let last_seq = store.last_seq()?;
+        let (durable, _) = watch::channel(last_seq);
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            stats: JournalStats::default(),
+            durable,
+            fail_next_write: AtomicBool::new(false),
+        });
+        let writer = Writer {
+            store: store.clone(),
+            shared: shared.clone(),
+            next_seq: last_seq + 1,
+            heads: HashMap::new(),
+            buf: Vec::with_capacity(256),
+        };
+        let handle = std::thread::Builder::new()
+            .name("ordo-journal".into())
+            .spawn(move || writer.run())
+            .map_err(|source| StorageError::Io {
+                path: "journal writer thread".into(),
+                source,
+            })?;
+        Ok(Journal {
+            inner: Arc::new(Inner {
+                shared,
+                thread: Mutex::new(Some(handle)),
+                store,
+            }),
+        })
+    }
+
+    pub fn store(&self) -> &Arc<Store> {
+        &self.inner.store
+    }
+
+    /// Queues `req`; the ticket resolves once the batch holding it is stored under the
+    /// store's durability mode (or with the reason it was not).
+    pub fn append(&self, req: Append) -> AppendTicket {
+        let (tx, rx) = oneshot::channel();
+        let shared = &self.inner.shared;
+        let mut q = shared.queue.lock();
+        if let Some(reason) = &q.stopped {
+            let _ = tx.send(Err(StorageError::JournalStopped(reason.clone())));
+        } else if q.closed {
+            let _ = tx.send(Err(StorageError::JournalClosed));
+        } else {
+            let was_empty = q.pending.is_empty();
+            q.pending.push(Pending { req, tx });
+            drop(q);
+            if was_empty {
+                shared.wake.notify_one();
+            }
+        }
+        AppendTicket { rx }
+    }
+
+    /// The highest seq known durable.
+    pub fn durable_seq(&self) -> u64 {
+        *self.inner.shared.durable.borrow()
+    }
+
+    /// A receiver that sees the durable seq advance (for live feeds).
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.shared.durable.subscribe()
+    }
+
+    /// Whether a failed write has stopped the journal, and why.
+    pub fn stopped(&self) -> Option<String> {
+        self.inner.shared.queue.lock().stopped.clone()
+    }
+
+    pub fn stats(&self) -> &JournalStats {
+        &self.inner.shared.stats
+    }
+
+    /// Failure point for tests: the next batch write fails as a disk error would, which
+    /// must stop the journal.
+    #[doc(hidden)]
+    pub fn fail_next_write_for_test(&self) {
+        self.inner
+            .shared
+            .fail_next_write
+            .store(true, Ordering::SeqCst);
+    }
+
+    /// Writes what is queued, refuses new appends, and stops the writer thread. Later
+    /// appends fail with [`StorageError::JournalClosed`].
+    pub fn close(&self) {
+        close(&self.inner.shared, &self.inner.thread);
+    }
+}
+
+/// Resolves with the [`Receipt`] once the append is durable. Also usable without an async
+/// runtime through [`AppendTicket::wait`].
+pub struct AppendTicket {
+    rx: oneshot::Receiver<Result<Receipt>>,
+}
+
+impl AppendTicket {
+    /// Blocks the current thread until the append is resolved. Not for async contexts.
+    pub fn wait(self) -> Result<Receipt> {
+        self.rx.blocking_recv().unwrap_or_else(|_| {
+            Err(StorageError::JournalStopped(
+                "journal writer is gone".into(),
+            ))
+        })
+    }
+}
+
+impl Future for AppendTicket {
+    type Output = Result<Receipt>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.rx).poll(cx).map(|r| {
+            r.unwrap_or_else(|_| {
+                Err(StorageError::JournalStopped(
+                    "journal writer is gone".into(),
+                ))
+            })
+        })
+    }
+}
+
+struct Writer {
+    store: Arc<Store>,
+    shared: Arc<Shared>,
+    next_seq: u64,
+    /// Head version of streams written since open (bounded; see [`HEAD_CACHE_MAX`]).
+    heads: HashMap<Arc<str>, u64>,
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    fn run(mut self) {
+        let mut batch = Vec::new();
+        loop {
+            {
+                let mut q = self.shared.queue.lock();
+                while q.pending.is_empty() && !q.closed {
+                    self.shared.wake.wait(&mut q);
+                }
+                if q.pending.is_empty() {
+                    break; // closed and drained
+                }
+                std::mem::swap(&mut q.pending, &mut batch);
+            }
+            if let Err(reason) = self.write(&mut batch) {
+                let mut q = self.shared.queue.lock();
+                q.stopped = Some(reason.clone());
+                for p in q.pending.drain(..) {
+                    let _ = p.tx.send(Err(StorageError::JournalStopped(reason.clone())));
+                }
+                tracing::error!(%reason, "journal write failed; journal stopped");
+                // Keep refusing until closed: appends are answered at submission now.
+                while !q.closed {
+                    self.shared.wake.wait(&mut q);
+                }
+                break;
+            }
+        }
+    }
+
+    /// The stream's current head: batch-staged, cached, or read from the index.
+    fn head(&self, staged: &HashMap<Arc<str>, u64>, stream: &Arc<str>, want: u64) -> Result<u64> {
+        if let Some(v) = staged.get(stream).or_else(|| self.heads.get(stream)) {
+            return Ok(*v);
+        }
+        // Not seen since open. Versions are contiguous from 1, so "want - 1 exists and want
+        // does not" is exactly "head == want - 1"; otherwise read the true head.
+        let store = &self.store;
+        let prev_ok = want <= 1 || store.has_version(stream, want - 1)?;
+        if prev_ok && !store.has_version(stream, want)? {
+            return Ok(want.saturating_sub(1));
+        }
+        store.stream_head(stream)
+    }
+
+    /// Validates one append against the batch so far; on success stages its heads.
+    fn check(&self, req: &Append, staged: &mut HashMap<Arc<str>, u64>) -> Result<()> {
+        let mut local: Vec<(Arc<str>, u64)> = Vec::with_capacity(2);
+        for ev in &req.events {
+            if !valid_stream_name(&ev.stream) {
+                return Err(StorageError::InvalidAppend(format!(
+                    "bad stream name {:?}",
+                    ev.stream
+                )));
+            }
+            let head = match local.iter().find(|(s, _)| *s == ev.stream) {
+                Some((_, v)) => *v,
+                None => self.head(staged, &ev.stream, ev.version)?,
+            };
+            if ev.version != head + 1 {
+                return Err(StorageError::VersionConflict {
+                    stream: ev.stream.to_string(),
+                    expected: head + 1,
+                    got: ev.version,
+                });
+            }
+            match local.iter_mut().find(|(s, _)| *s == ev.stream) {
+                Some(entry) => entry.1 = ev.version,
+                None => local.push((ev.stream.clone(), ev.version)),
+            }
+        }
+        for snap in &req.snapshots {
+            let head = match local.iter().find(|(s, _)| *s == snap.stream) {
+                Some((_, v)) => *v,
+                None => self.head(staged, &snap.stream, snap.version + 1)?,
+            };
+            if snap.version == 0 || snap.version > head {
+                return Err(StorageError::InvalidAppend(format!(
+                    "snapshot of {} at version {} beyond head {head}",
+                    snap.stream, snap.version
+                )));
+            }
+        }
+        staged.extend(local);
+        Ok(())
+    }
+
+    fn write(&mut self, batch: &mut Vec<Pending>) -> std::result::Result<(), String> {
+        let store = self.store.clone();
+        let (cf_events, cf_streams, cf_snaps, cf_meta) = (
+            store.cf(CF_EVENTS),
+            store.cf(CF_STREAMS),
+            store.cf(CF_SNAPSHOTS),
+            store.cf(CF_META),
+        );
+        let mut wb = WriteBatch::default();
+        let mut staged: HashMap<Arc<str>, u64> = HashMap::new();
+        let mut answers: Vec<(oneshot::Sender<Result<Receipt>>, Result<Receipt>)> =
+            Vec::with_capacity(batch.len());
+        let mut next = self.next_seq;
+        let mut n_events = 0u64;
+
+        for Pending { req, tx } in batch.drain(..) {
+            if let Err(e) = self.check(&req, &mut staged) {
+                answers.push((tx, Err(e)));
+                continue;
+            }
+            let first = next;
+            let mut encode_err = None;
+            for ev in &req.events {
+                self.buf.clear();
+                if let Err(e) = codec::encode_into(&ev.view(next), &mut self.buf) {
+                    encode_err = Some(e);
+                    break;
+                }
+                wb.put_cf(cf_events, seq_key(next), &self.buf);
+                wb.put_cf(
+                    cf_streams,
+                    stream_key(&ev.stream, ev.version),
+                    seq_key(next),
+                );
+                next += 1;
+            }
+            if let Some(e) = encode_err {
+                // Encoding a well-formed event cannot fail; if it did, fail the batch.
+                return self.fail(answers, tx, e.to_string());
+            }
+            for snap in &req.snapshots {
+                let seq = req
+                    .events
+                    .iter()
+                    .zip(first..)
+                    .find(|(ev, _)| ev.stream == snap.stream && ev.version == snap.version)
+                    .map(|(_, s)| s)
+                    .unwrap_or(next - 1);
+                let rec = SnapshotRecord {
+                    stream: snap.stream.to_string(),
+                    version: snap.version,
+                    seq,
+                    schema: snap.schema,
+                    state: snap.state.clone(),
+                };
+                match codec::encode(&rec) {
+                    Ok(bytes) => wb.put_cf(cf_snaps, snap.stream.as_bytes(), bytes),
+                    Err(e) => return self.fail(answers, tx, e.to_string()),
+                }
+            }
+            for (key, value) in &req.meta {
+                wb.put_cf(cf_meta, key.as_bytes(), value);
+            }
+            n_events += req.events.len() as u64;
+            // `next >= 1` always; an append of snapshots only gets the empty range.
+            let receipt = Receipt {
+                first_seq: first,
+                last_seq: next - 1,
+            };
+            answers.push((tx, Ok(receipt)));
+        }
+
+        if !wb.is_empty() {
+            if next > self.next_seq {
+                wb.put_cf(cf_meta, META_LAST_SEQ, (next - 1).to_be_bytes());
+            }
+            let started = Instant::now();
+            let res = if self.shared.fail_next_write.swap(false, Ordering::SeqCst) {
+                Err("injected write failure".to_owned())
+            } else {
+                store
+                    .db()
+                    .write_opt(wb, &store.write_opts())
+                    .map_err(|e| e.to_string())
+            };
+            let nanos = started.elapsed().as_nanos() as u64;
+            if let Err(reason) = res {
+                for (tx, _) in answers {
+                    let _ = tx.send(Err(StorageError::JournalStopped(reason.clone())));
+                }
+                return Err(reason);
+            }
+            let stats = &self.shared.stats;
+            stats.batches.fetch_add(1, Ordering::Relaxed);
+            stats.events.fetch_add(n_events, Ordering::Relaxed);
+            stats.write_nanos.fetch_add(nanos, Ordering::Relaxed);
+            stats
+                .max_batch_events
+                .fetch_max(n_events, Ordering::Relaxed);
+            stats.write_hist[bucket(&WRITE_BUCKETS_US, nanos / 1_000)]
+                .fetch_add(1, Ordering::Relaxed);
+            stats.batch_hist[bucket(&BATCH_BUCKETS, n_events)].fetch_add(1, Ordering::Relaxed);
+        }
+        self.shared
+            .stats
+            .appends
+            .fetch_add(answers.len() as u64, Ordering::Relaxed);
+
+        if self.heads.len() + staged.len() > HEAD_CACHE_MAX {
+            self.heads.clear();
+        }
+        self.heads.extend(staged);
+        self.next_seq = next;
+        self.shared.durable.send_replace(next - 1);
+        for (tx, res) in answers {
+            let _ = tx.send(res);
+        }
+        Ok(())
+    }
+
+    fn fail(
+        &self,
+        answers: Vec<(oneshot::Sender<Result<Receipt>>, Result<Receipt>)>,
+        tx: oneshot::Sender<Result<Receipt>>,
+        reason: String,
+    ) -> std::result::Result<(), String> {
+        let _ = tx.send(Err(StorageError::JournalStopped(reason.clone())));
+        for (tx, _) in answers {
+            let _ = tx.send(Err(StorageError::JournalStopped(reason.clone())));
+        }
+        Err(reason)
+    }
+}

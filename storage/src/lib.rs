@@ -1,0 +1,30 @@
+//! `ordo-storage`: Ordo's durable event log, snapshots and idempotency store on RocksDB.
+//!
+//! This crate knows bytes and envelopes, not the domain: payloads and snapshot states are
+//! opaque bytes with a schema number, encoded by `ordo-actors`.
+//!
+//! * [`Store`] opens RocksDB with the column families of SPEC §3 (`events`, `streams`,
+//!   `snapshots`, `idempotency`, `meta`) and serves every read.
+//! * [`Journal`] is the single writer of the log, with group commit: see its module docs.
+//!
+//! Every stored value is a format byte followed by bincode, so encodings can change
+//! without breaking stores written by older releases.
+#![forbid(unsafe_code)]
+
+mod codec;
+mod error;
+mod event;
+mod journal;
+mod store;
+
+pub use codec::VALUE_FORMAT_V1;
+pub use error::{Result, StorageError};
+pub use event::{valid_stream_name, EventRecord, EventView, NewEvent};
+pub use journal::{
+    Append, AppendTicket, Journal, JournalStats, Receipt, SnapshotWrite, BATCH_BUCKETS,
+    WRITE_BUCKETS_US,
+};
+pub use store::{
+    now_ms, Durability, EventIter, IdempotencyRecord, PutOutcome, SnapshotRecord, Store,
+    StoreOptions, STORE_FORMAT,
+};

@@ -1,0 +1,653 @@
+//! The RocksDB store: column families, reads, snapshots, the idempotency store and the
+//! `meta` record. Appends to the event log go through the [`crate::Journal`] (one writer,
+//! group commit); everything else here may be called from any thread.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use parking_lot::Mutex;
+use rocksdb::{
+    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction, Env,
+    IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
+};
+
+use crate::codec::{self, corrupt, key_to_seq, seq_key, stream_key, stream_prefix};
+use crate::error::{Result, StorageError};
+use crate::event::{EventRecord, EventView};
+
+pub(crate) const CF_EVENTS: &str = "events";
+pub(crate) const CF_STREAMS: &str = "streams";
+pub(crate) const CF_SNAPSHOTS: &str = "snapshots";
+pub(crate) const CF_IDEMPOTENCY: &str = "idempotency";
+pub(crate) const CF_META: &str = "meta";
+
+/// The format of the store as a whole (column families, key layouts). Bumped when a
+/// release changes them; a release opens every format up to its own and refuses newer.
+pub const STORE_FORMAT: u32 = 1;
+pub(crate) const META_FORMAT: &[u8] = b"format";
+pub(crate) const META_LAST_SEQ: &[u8] = b"last_seq";
+
+/// How durable an acknowledged append is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Every batch is fsynced (fdatasync of the WAL) before its callers are answered.
+    #[default]
+    Sync,
+    /// Written to the OS (WAL without fsync): survives a process crash, not a power loss.
+    Buffered,
+    /// Nothing touches the disk: RocksDB on an in-memory environment, no WAL. For tests
+    /// and load-test dry runs.
+    Memory,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "sync" => Ok(Self::Sync),
+            "buffered" => Ok(Self::Buffered),
+            "memory" => Ok(Self::Memory),
+            other => Err(format!(
+                "unknown durability `{other}` (sync, buffered or memory)"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for Durability {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Sync => "sync",
+            Self::Buffered => "buffered",
+            Self::Memory => "memory",
+        })
+    }
+}
+
+/// A snapshot of one stream's state, tagged with the stream version and the global seq it
+/// covers. `state` is the domain's own encoding, versioned by `schema`.
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct SnapshotRecord {
+    pub stream: String,
+    pub version: u64,
+    pub seq: u64,
+    pub schema: u16,
+    pub state: Vec<u8>,
+}
+
+/// A stored answer to an idempotent request.
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct IdempotencyRecord {
+    /// A digest of the request, so a reuse of the key with another body is recognised.
+    pub fingerprint: Vec<u8>,
+    /// The stored response, in the caller's own encoding.
+    pub response: Vec<u8>,
+    pub created_at_ms: u64,
+    pub expires_at_ms: u64,
+}
+
+/// What [`Store::idempotency_put_if_absent`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// The key was free (or held only an expired record): the record is stored.
+    Inserted,
+    /// A live record holds the key; it is returned and nothing was written.
+    Existing(IdempotencyRecord),
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Options for [`Store::open`].
+#[derive(Debug, Clone, Default)]
+pub struct StoreOptions {
+    pub durability: Durability,
+}
+
+/// The opened store. Cheap to share behind an `Arc`; RocksDB is thread-safe for reads and
+/// writes.
+pub struct Store {
+    // Field order matters: `db` is dropped (closed) before the in-memory `Env` it may use.
+    db: DB,
+    durability: Durability,
+    path: PathBuf,
+    /// Serialises put-if-absent on idempotency keys (check then write). Striped by key
+    /// hash so unrelated keys do not wait on each other; one process owns the store, so
+    /// in-process locks are enough.
+    idem_locks: Vec<Mutex<()>>,
+    _env: Option<Env>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .field("durability", &self.durability)
+            .finish()
+    }
+}
+
+const IDEM_STRIPES: usize = 64;
+
+impl Store {
+    /// Opens (creating if needed) the store at `path`. In [`Durability::Memory`] the path
+    /// only names the in-memory database.
+    pub fn open(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Arc<Self>> {
+        let path = path.as_ref().to_path_buf();
+        let env = match opts.durability {
+            Durability::Memory => Some(Env::mem_env()?),
+            _ => {
+                std::fs::create_dir_all(&path).map_err(|source| StorageError::Io {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                None
+            }
+        };
+
+        let mut db_opts = Options::default();
+        db_opts.create_if_missing(true);
+        db_opts.create_missing_column_families(true);
+        db_opts.increase_parallelism(2);
+        db_opts.set_max_background_jobs(2);
+        db_opts.set_keep_log_file_num(3);
+        db_opts.set_max_log_file_size(8 << 20);
+        if let Some(env) = &env {
+            db_opts.set_env(env);
+        }
+
+        let mut table = BlockBasedOptions::default();
+        table.set_block_size(16 << 10);
+        table.set_bloom_filter(10.0, false);
+
+        let mut events = Options::default();
+        events.set_compression_type(DBCompressionType::Lz4);
+        events.set_write_buffer_size(64 << 20);
+        events.set_block_based_table_factory(&table);
+
+        let mut streams = Options::default();
+        streams.set_compression_type(DBCompressionType::Lz4);
+        streams.set_write_buffer_size(32 << 20);
+        streams.set_memtable_whole_key_filtering(true);
+        streams.set_memtable_prefix_bloom_ratio(0.1);
+        streams.set_block_based_table_factory(&table);
+
+        let mut idem = Options::default();
+        idem.set_block_based_table_factory(&table);
+        // Expired idempotency records are dropped whenever compaction meets them.
+        idem.set_compaction_filter("ordo-idempotency-expiry", |_level, _key, value: &[u8]| {
+            match codec::decode::<IdempotencyRecord>(value, CF_IDEMPOTENCY, String::new) {
+                Ok(rec) if rec.expires_at_ms <= now_ms() => rocksdb::CompactionDecision::Remove,
+                _ => rocksdb::CompactionDecision::Keep,
+            }
+        });
+
+        let cfs = vec![
+            ColumnFamilyDescriptor::new(CF_EVENTS, events),
+            ColumnFamilyDescriptor::new(CF_STREAMS, streams),
+            ColumnFamilyDescriptor::new(CF_SNAPSHOTS, Options::default()),
+            ColumnFamilyDescriptor::new(CF_IDEMPOTENCY, idem),
+            ColumnFamilyDescriptor::new(CF_META, Options::default()),
+        ];
+        let db = DB::open_cf_descriptors(&db_opts, &path, cfs)?;
+        let store = Store {
+            db,
+            durability: opts.durability,
+            path,
+            idem_locks: (0..IDEM_STRIPES).map(|_| Mutex::new(())).collect(),
+            _env: env,
+        };
+        store.check_format()?;
+        Ok(Arc::new(store))
+    }
+
+    fn check_format(&self) -> Result<()> {
+        let meta = self.cf(CF_META);
+        match self.db.get_pinned_cf(meta, META_FORMAT)? {
+            Some(v) => {
+                let arr: [u8; 4] = v.as_ref().try_into().map_err(|_| {
+                    corrupt(CF_META, "format".into(), "format is not 4 bytes".into())
+                })?;
+                let found = u32::from_be_bytes(arr);
+                if found > STORE_FORMAT {
+                    return Err(StorageError::NewerFormat {
+                        found,
+                        supported: STORE_FORMAT,
+                    });
+                }
+                Ok(())
+            }
+            None => {
+                self.db.put_cf_opt(
+                    meta,
+                    META_FORMAT,
+                    STORE_FORMAT.to_be_bytes(),
+                    &self.write_opts(),
+                )?;
+                Ok(())
+            }
+        }
+    }
+
+    pub fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn db(&self) -> &DB {
+        &self.db
+    }
+
+    pub(crate) fn cf(&self, name: &str) -> &ColumnFamily {
+        // All column families are created in `open`; a missing one is a programming error
+        // that `open` would already have failed on.
+        #[allow(clippy::expect_used)]
+        self.db
+            .cf_handle(name)
+            .expect("column family created at open")
+    }
+
+    /// Write options for this store's durability mode.
+    pub(crate) fn write_opts(&self) -> WriteOptions {
+        let mut wo = WriteOptions::default();
+        match self.durability {
+            Durability::Sync => wo.set_sync(true),
+            Durability::Buffered => wo.set_sync(false),
+            Durability::Memory => wo.disable_wal(true),
+        }
+        wo
+    }
+
+    /// The store's format version as recorded in `meta`.
+    pub fn format_version(&self) -> Result<u32> {
+        match self.db.get_pinned_cf(self.cf(CF_META), META_FORMAT)? {
+            Some(v) => v
+                .as_ref()
+                .try_into()
+                .map(u32::from_be_bytes)
+                .map_err(|_| corrupt(CF_META, "format".into(), "format is not 4 bytes".into())),
+            None => Ok(STORE_FORMAT),
+        }
+    }
+
+    /// Overwrites the recorded format version. For migration tooling and tests.
+    pub fn set_format_version(&self, version: u32) -> Result<()> {
+        self.db.put_cf_opt(
+            self.cf(CF_META),
+            META_FORMAT,
+            version.to_be_bytes(),
+            &self.write_opts(),
+        )?;
+        Ok(())
+    }
+
+    /// The highest stored seq (0 for an empty log).
+    pub fn last_seq(&self) -> Result<u64> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_EVENTS));
+        it.seek_to_last();
+        it.status()?;
+        match it.key() {
+            Some(k) => key_to_seq(k),
+            None => Ok(0),
+        }
+    }
+
+    /// One event by seq.
+    pub fn get_event(&self, seq: u64) -> Result<Option<EventRecord>> {
+        match self.db.get_pinned_cf(self.cf(CF_EVENTS), seq_key(seq))? {
+            Some(v) => decode_event(seq, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The whole log after `after` (exclusive), in seq order.
+    pub fn read_from(&self, after: u64) -> EventIter<'_> {
+        let mut ro = ReadOptions::default();
+        ro.fill_cache(false);
+        ro.set_readahead_size(2 << 20);
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_EVENTS), ro);
+        it.seek(seq_key(after.saturating_add(1)));
+        EventIter { it, done: false }
+    }
+
+    /// Visits events after `after` in seq order without allocating per event; `f` returns
+    /// `false` to stop. Returns how many events were visited.
+    pub fn scan_from(
+        &self,
+        after: u64,
+        mut f: impl FnMut(EventView<'_>) -> Result<bool>,
+    ) -> Result<u64> {
+        let mut ro = ReadOptions::default();
+        ro.fill_cache(false);
+        ro.set_readahead_size(4 << 20);
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_EVENTS), ro);
+        it.seek(seq_key(after.saturating_add(1)));
+        let mut n = 0;
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            let seq = key_to_seq(k)?;
+            let view = decode_event_view(seq, v)?;
+            n += 1;
+            if !f(view)? {
+                return Ok(n);
+            }
+            it.next();
+        }
+        it.status()?;
+        Ok(n)
+    }
+
+    /// One stream's events with version >= `from_version`, in version order.
+    pub fn read_stream(&self, stream: &str, from_version: u64) -> Result<Vec<EventRecord>> {
+        let prefix = stream_prefix(stream);
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_STREAMS));
+        it.seek(stream_key(stream, from_version.max(1)));
+        let mut seqs = Vec::new();
+        while let (Some(k), Some(v)) = (it.key(), it.value()) {
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let arr: [u8; 8] = v.try_into().map_err(|_| {
+                corrupt(
+                    CF_STREAMS,
+                    format!("stream {stream}"),
+                    "seq is not 8 bytes".into(),
+                )
+            })?;
+            seqs.push(u64::from_be_bytes(arr));
+            it.next();
+        }
+        it.status()?;
+        let events = self.cf(CF_EVENTS);
+        let keys: Vec<_> = seqs.iter().map(|s| (events, seq_key(*s))).collect();
+        let mut out = Vec::with_capacity(seqs.len());
+        for (seq, got) in seqs.iter().zip(self.db.multi_get_cf(keys)) {
+            match got? {
+                Some(v) => {
+                    let rec = decode_event(*seq, &v)?;
+                    if rec.stream != stream {
+                        return Err(corrupt(
+                            CF_EVENTS,
+                            format!("seq {seq}"),
+                            format!("indexed under stream {stream} but holds {}", rec.stream),
+                        ));
+                    }
+                    out.push(rec);
+                }
+                None => {
+                    return Err(corrupt(
+                        CF_STREAMS,
+                        format!("stream {stream}"),
+                        format!("index points at missing seq {seq}"),
+                    ))
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// The last version of `stream` (0 when it has no events).
+    pub fn stream_head(&self, stream: &str) -> Result<u64> {
+        let prefix = stream_prefix(stream);
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_STREAMS));
+        it.seek_for_prev(stream_key(stream, u64::MAX));
+        it.status()?;
+        match it.key() {
+            Some(k) if k.starts_with(&prefix) && k.len() == prefix.len() + 8 => {
+                let mut arr = [0u8; 8];
+                arr.copy_from_slice(&k[prefix.len()..]);
+                Ok(u64::from_be_bytes(arr))
+            }
+            _ => Ok(0),
+        }
+    }
+
+    /// Whether `stream` has an event at exactly `version`. A point lookup (bloom-filtered).
+    pub(crate) fn has_version(&self, stream: &str, version: u64) -> Result<bool> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_STREAMS), stream_key(stream, version))?
+            .is_some())
+    }
+
+    /// Stores a snapshot outside the journal (e.g. at shutdown). Snapshots written with
+    /// events go through [`crate::Append::snapshots`] instead, so they share their batch.
+    pub fn save_snapshot(&self, snap: &SnapshotRecord) -> Result<()> {
+        let bytes = codec::encode(snap)?;
+        self.db.put_cf_opt(
+            self.cf(CF_SNAPSHOTS),
+            snap.stream.as_bytes(),
+            bytes,
+            &self.write_opts(),
+        )?;
+        Ok(())
+    }
+
+    pub fn load_snapshot(&self, stream: &str) -> Result<Option<SnapshotRecord>> {
+        match self
+            .db
+            .get_pinned_cf(self.cf(CF_SNAPSHOTS), stream.as_bytes())?
+        {
+            Some(v) => codec::decode(&v, CF_SNAPSHOTS, || format!("stream {stream}")).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Visits every snapshot whose stream starts with `prefix`. A snapshot that does not
+    /// decode is handed over as an error, so the caller can fall back to the log.
+    pub fn scan_snapshots(
+        &self,
+        prefix: &str,
+        mut f: impl FnMut(Result<SnapshotRecord>) -> Result<()>,
+    ) -> Result<()> {
+        let it = self.db.iterator_cf(
+            self.cf(CF_SNAPSHOTS),
+            IteratorMode::From(prefix.as_bytes(), Direction::Forward),
+        );
+        for item in it {
+            let (k, v) = item?;
+            if !k.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            f(codec::decode(&v, CF_SNAPSHOTS, || {
+                format!("stream {}", String::from_utf8_lossy(&k))
+            }))?;
+        }
+        Ok(())
+    }
+
+    /// Removes a stream's snapshot.
+    pub fn delete_snapshot(&self, stream: &str) -> Result<()> {
+        self.db
+            .delete_cf_opt(self.cf(CF_SNAPSHOTS), stream.as_bytes(), &self.write_opts())?;
+        Ok(())
+    }
+
+    fn idem_lock(&self, key: &[u8]) -> &Mutex<()> {
+        // FNV-1a: cheap and good enough to spread keys over the stripes.
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for b in key {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        &self.idem_locks[(h % IDEM_STRIPES as u64) as usize]
+    }
+
+    /// Stores `record` under `key` unless a live (unexpired at `now_ms`) record holds it;
+    /// then that record is returned and nothing is written. Atomic per key: of many
+    /// concurrent callers with one key, exactly one gets `Inserted`.
+    pub fn idempotency_put_if_absent(
+        &self,
+        key: &[u8],
+        record: &IdempotencyRecord,
+        now_ms: u64,
+    ) -> Result<PutOutcome> {
+        let _guard = self.idem_lock(key).lock();
+        if let Some(existing) = self.idempotency_get(key, now_ms)? {
+            return Ok(PutOutcome::Existing(existing));
+        }
+        let bytes = codec::encode(record)?;
+        self.db
+            .put_cf_opt(self.cf(CF_IDEMPOTENCY), key, bytes, &self.write_opts())?;
+        Ok(PutOutcome::Inserted)
+    }
+
+    /// Replaces the record under `key` (e.g. a pending claim by its final response).
+    pub fn idempotency_put(&self, key: &[u8], record: &IdempotencyRecord) -> Result<()> {
+        let _guard = self.idem_lock(key).lock();
+        let bytes = codec::encode(record)?;
+        self.db
+            .put_cf_opt(self.cf(CF_IDEMPOTENCY), key, bytes, &self.write_opts())?;
+        Ok(())
+    }
+
+    /// Removes the record under `key` (e.g. a claim whose request failed before it
+    /// changed anything).
+    pub fn idempotency_delete(&self, key: &[u8]) -> Result<()> {
+        let _guard = self.idem_lock(key).lock();
+        self.db
+            .delete_cf_opt(self.cf(CF_IDEMPOTENCY), key, &self.write_opts())?;
+        Ok(())
+    }
+
+    /// The live record under `key`; an expired one reads as absent.
+    pub fn idempotency_get(&self, key: &[u8], now_ms: u64) -> Result<Option<IdempotencyRecord>> {
+        match self.db.get_pinned_cf(self.cf(CF_IDEMPOTENCY), key)? {
+            Some(v) => {
+                let rec: IdempotencyRecord = codec::decode(&v, CF_IDEMPOTENCY, || {
+                    format!("key {}", String::from_utf8_lossy(key))
+                })?;
+                Ok((rec.expires_at_ms > now_ms).then_some(rec))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Deletes every idempotency record expired at `now_ms`; returns how many. Compaction
+    /// drops expired records too, but only when it happens to rewrite them; the sweep
+    /// bounds how long they stay.
+    pub fn idempotency_sweep(&self, now_ms: u64) -> Result<usize> {
+        let cf = self.cf(CF_IDEMPOTENCY);
+        let mut batch = WriteBatch::default();
+        let mut n = 0;
+        for item in self.db.iterator_cf(cf, IteratorMode::Start) {
+            let (k, v) = item?;
+            let expired = match codec::decode::<IdempotencyRecord>(&v, CF_IDEMPOTENCY, || {
+                format!("key {}", String::from_utf8_lossy(&k))
+            }) {
+                Ok(rec) => rec.expires_at_ms <= now_ms,
+                // A record that does not decode can never be answered from; drop it too.
+                Err(e) => {
+                    tracing::warn!(error = %e, "dropping undecodable idempotency record");
+                    true
+                }
+            };
+            if expired {
+                batch.delete_cf(cf, &k);
+                n += 1;
+            }
+        }
+        if n > 0 {
+            self.db.write_opt(batch, &self.write_opts())?;
+        }
+        Ok(n)
+    }
+
+    /// Forces a compaction of the idempotency column family (runs the expiry filter).
+    pub fn compact_idempotency(&self) {
+        self.db
+            .compact_range_cf(self.cf(CF_IDEMPOTENCY), None::<&[u8]>, None::<&[u8]>);
+    }
+
+    /// Reads a raw `meta` value.
+    pub fn get_meta(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        Ok(self.db.get_cf(self.cf(CF_META), key.as_bytes())?)
+    }
+
+    /// Writes a raw `meta` value.
+    pub fn put_meta(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.db
+            .put_cf_opt(self.cf(CF_META), key.as_bytes(), value, &self.write_opts())?;
+        Ok(())
+    }
+
+    /// Flushes memtables and syncs the WAL (clean shutdown).
+    pub fn flush(&self) -> Result<()> {
+        if self.durability != Durability::Memory {
+            self.db.flush_wal(true)?;
+        }
+        Ok(())
+    }
+
+    /// Writes raw bytes as the value of event `seq`. Only for tests that need damage.
+    #[doc(hidden)]
+    pub fn corrupt_event_for_test(&self, seq: u64, bytes: &[u8]) -> Result<()> {
+        self.db
+            .put_cf_opt(self.cf(CF_EVENTS), seq_key(seq), bytes, &self.write_opts())?;
+        Ok(())
+    }
+}
+
+pub(crate) fn decode_event(seq: u64, bytes: &[u8]) -> Result<EventRecord> {
+    let rec: EventRecord = codec::decode(bytes, CF_EVENTS, || format!("seq {seq}"))?;
+    if rec.seq != seq {
+        return Err(corrupt(
+            CF_EVENTS,
+            format!("seq {seq}"),
+            format!("record says seq {}", rec.seq),
+        ));
+    }
+    Ok(rec)
+}
+
+pub(crate) fn decode_event_view(seq: u64, bytes: &[u8]) -> Result<EventView<'_>> {
+    let view: EventView<'_> = codec::borrow_decode(bytes, CF_EVENTS, || format!("seq {seq}"))?;
+    if view.seq != seq {
+        return Err(corrupt(
+            CF_EVENTS,
+            format!("seq {seq}"),
+            format!("record says seq {}", view.seq),
+        ));
+    }
+    Ok(view)
+}
+
+/// Iterator over the log from a seq; see [`Store::read_from`].
+pub struct EventIter<'a> {
+    it: rocksdb::DBRawIteratorWithThreadMode<'a, DB>,
+    done: bool,
+}
+
+impl Iterator for EventIter<'_> {
+    type Item = Result<EventRecord>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.done {
+            return None;
+        }
+        let item = match (self.it.key(), self.it.value()) {
+            (Some(k), Some(v)) => key_to_seq(k).and_then(|seq| decode_event(seq, v)),
+            _ => {
+                self.done = true;
+                return match self.it.status() {
+                    Ok(()) => None,
+                    Err(e) => Some(Err(e.into())),
+                };
+            }
+        };
+        if item.is_err() {
+            self.done = true;
+        } else {
+            self.it.next();
+        }
+        Some(item)
+    }
+}
