@@ -1,0 +1,805 @@
+//! The engine: actors on one arbiter per core, a DashMap registry from ids to actor
+//! addresses, the journal, and the embedded API.
+//!
+//! `Engine::open` recovers state from the store (checkpoint snapshots + the log after
+//! them), finishes sagas a crash interrupted, then starts actors on its own threads, so a
+//! host program needs neither actix nor tokio: every method returns a plain future that
+//! any executor (or `futures::executor::block_on`) can drive.
+
+pub mod config;
+pub mod error;
+mod order_actor;
+mod recovery;
+/// Recovery helpers used by the CLI (`ordo verify`).
+pub mod recovery_api {
+    pub use super::recovery::{load_sku, verify, RecoveryStats, VerifyReport};
+}
+mod sku_actor;
+pub mod view;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use actix_rt::{Arbiter, ArbiterHandle, System};
+use dashmap::DashMap;
+use ordo_storage::{Append, EventRecord, Journal, Store, StoreOptions};
+use parking_lot::{Mutex, RwLock};
+use tokio::sync::oneshot;
+
+use crate::domain::order::{
+    self, Order, OrderCommand, OrderLine, PaymentOutcome, ShipmentStep, Status,
+};
+use crate::domain::sku::{Sku, SkuCommand, SkuView};
+use crate::domain::{validate_lines, validate_sku, DomainError, LineRequest, OrderEvent};
+pub use config::{Durability, EngineConfig};
+pub use error::{EngineError, EngineResult};
+use order_actor::{OrderActor, OrderReq};
+pub use recovery::RecoveryStats;
+use sku_actor::{new_event, SkuActor, SkuReq};
+pub use view::OrderView;
+
+/// Counters for metrics (read with `Ordering::Relaxed`).
+#[derive(Debug, Default)]
+pub struct EngineMetrics {
+    pub orders_pending: AtomicU64,
+    pub orders_failed_out_of_stock: AtomicU64,
+    pub orders_failed_limit: AtomicU64,
+    pub orders_confirmed: AtomicU64,
+    pub orders_cancelled: AtomicU64,
+    pub orders_fulfilled: AtomicU64,
+    pub expired: AtomicU64,
+    pub refunds_requested: AtomicU64,
+    pub overloaded: AtomicU64,
+    pub live_orders: AtomicU64,
+    pub live_skus: AtomicU64,
+    pub checkpoints: AtomicU64,
+    pub snapshot_decode_failures: AtomicU64,
+}
+
+/// A request to create or update a SKU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpsertSku {
+    pub sku: String,
+    pub name: String,
+    pub price_minor: i64,
+    pub currency: String,
+    pub per_customer_limit: Option<u32>,
+    /// Initial stock; counts only when the SKU is created.
+    pub stock: i64,
+}
+
+/// A request to place an order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaceOrder {
+    pub customer_id: String,
+    pub lines: Vec<LineRequest>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) config: EngineConfig,
+    pub(crate) store: Arc<Store>,
+    pub(crate) journal: Journal,
+    skus: DashMap<String, Addr<SkuActor>>,
+    /// SKU codes in order, for paging the catalogue.
+    sku_index: RwLock<BTreeSet<String>>,
+    pub(crate) orders: DashMap<String, Addr<OrderActor>>,
+    arbiters: Vec<ArbiterHandle>,
+    next_arbiter: AtomicUsize,
+    pub(crate) metrics: EngineMetrics,
+    last_checkpoint: AtomicU64,
+    checkpointing: AtomicBool,
+    shut_down: AtomicBool,
+}
+
+/// The engine. Clones share one engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+    runtime: Arc<Runtime>,
+}
+
+/// The actix system thread; stopped on shutdown.
+struct Runtime {
+    system: System,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Drop for Runtime {
+    fn drop(&mut self) {
+        self.system.stop();
+        if let Some(t) = self.thread.lock().take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn start_runtime(workers: usize) -> EngineResult<(Runtime, Vec<ArbiterHandle>)> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let thread = std::thread::Builder::new()
+        .name("ordo-actors".into())
+        .spawn(move || {
+            let sys = System::new();
+            let arbiters: Vec<Arbiter> = (0..workers.max(1)).map(|_| Arbiter::new()).collect();
+            let handles = arbiters.iter().map(|a| a.handle()).collect::<Vec<_>>();
+            let _ = tx.send((System::current(), handles));
+            if let Err(e) = sys.run() {
+                tracing::error!(error = %e, "actor system stopped with an error");
+            }
+            for a in arbiters {
+                a.stop();
+                let _ = a.join();
+            }
+        })
+        .map_err(|e| EngineError::Unavailable(format!("cannot start actor threads: {e}")))?;
+    let (system, handles) = rx
+        .recv()
+        .map_err(|_| EngineError::Unavailable("actor system failed to start".into()))?;
+    Ok((
+        Runtime {
+            system,
+            thread: Mutex::new(Some(thread)),
+        },
+        handles,
+    ))
+}
+
+async fn recv<T>(rx: oneshot::Receiver<T>) -> EngineResult<T> {
+    rx.await
+        .map_err(|_| EngineError::Unavailable("actor stopped before answering".into()))
+}
+
+impl Inner {
+    fn arbiter(&self) -> &ArbiterHandle {
+        let i = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
+        &self.arbiters[i]
+    }
+
+    fn fail_if_stopped(&self) -> EngineResult<()> {
+        if self.shut_down.load(Ordering::Acquire) {
+            return Err(EngineError::Unavailable("engine is shut down".into()));
+        }
+        if let Some(reason) = self.journal.stopped() {
+            return Err(EngineError::Unavailable(format!(
+                "journal stopped: {reason}"
+            )));
+        }
+        Ok(())
+    }
+
+    fn start_sku(&self, sku: &str, state: Sku) -> Addr<SkuActor> {
+        let actor = SkuActor::new(
+            sku,
+            state,
+            self.journal.clone(),
+            self.config.sku_mailbox,
+            self.config.snapshot_every,
+        );
+        let addr = SkuActor::start_in_arbiter(self.arbiter(), move |_| actor);
+        self.metrics.live_skus.fetch_add(1, Ordering::Relaxed);
+        addr
+    }
+
+    /// The SKU's actor; with `create`, one is started for an unregistered SKU too.
+    fn sku_addr(&self, sku: &str, create: bool) -> EngineResult<Addr<SkuActor>> {
+        if let Some(a) = self.skus.get(sku) {
+            return Ok(a.clone());
+        }
+        if !create {
+            return Err(DomainError::UnknownSku(sku.to_owned()).into());
+        }
+        validate_sku(sku)?;
+        let entry = self
+            .skus
+            .entry(sku.to_owned())
+            .or_insert_with(|| self.start_sku(sku, Sku::default()));
+        Ok(entry.clone())
+    }
+
+    /// Sends a SKU command; waits for mailbox room rather than refusing (compensations
+    /// and admin changes must not be dropped).
+    pub(crate) async fn sku_command(
+        &self,
+        sku: &str,
+        cmd: SkuCommand,
+        trace: Option<Arc<str>>,
+        durable: bool,
+    ) -> EngineResult<SkuView> {
+        let create = matches!(cmd, SkuCommand::Upsert { .. });
+        let addr = self.sku_addr(sku, create)?;
+        let (tx, rx) = oneshot::channel();
+        addr.send(SkuReq::Cmd {
+            cmd,
+            trace,
+            durable,
+            reply: tx,
+        })
+        .await
+        .map_err(|e| EngineError::Unavailable(format!("sku actor: {e}")))?;
+        recv(rx).await?
+    }
+
+    pub(crate) fn note_order_events(&self, events: &[OrderEvent]) {
+        let m = &self.metrics;
+        for e in events {
+            let c = match e {
+                OrderEvent::OrderConfirmed(_) => &m.orders_confirmed,
+                OrderEvent::OrderCancelled(_) => &m.orders_cancelled,
+                OrderEvent::OrderFulfilled(_) => &m.orders_fulfilled,
+                OrderEvent::RefundRequested(_) => &m.refunds_requested,
+                _ => continue,
+            };
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Reads an order from the store (no actor).
+    fn load_order(&self, id: &str) -> EngineResult<Order> {
+        recovery::load_order(&self.store, id)
+    }
+
+    /// The order's actor, activated from the log if it is not live.
+    fn order_addr(self: &Arc<Self>, id: &str) -> EngineResult<Addr<OrderActor>> {
+        if let Some(a) = self.orders.get(id) {
+            if a.connected() {
+                return Ok(a.clone());
+            }
+        }
+        let state = self.load_order(id)?;
+        if !state.is_created() {
+            return Err(EngineError::NotFound(format!("order {id}")));
+        }
+        Ok(self.start_order(state))
+    }
+
+    fn start_order(self: &Arc<Self>, state: Order) -> Addr<OrderActor> {
+        let id = state.id.clone();
+        let engine = self.clone();
+        let mut slot = self.orders.entry(id).or_insert_with(|| {
+            let actor = OrderActor::new(state.clone(), engine.clone());
+            OrderActor::start_in_arbiter(engine.arbiter(), move |_| actor)
+        });
+        if !slot.connected() {
+            let actor = OrderActor::new(state, engine.clone());
+            *slot = OrderActor::start_in_arbiter(engine.arbiter(), move |_| actor);
+        }
+        slot.clone()
+    }
+
+    async fn order_request(
+        self: &Arc<Self>,
+        id: &str,
+        make: impl Fn(oneshot::Sender<EngineResult<OrderView>>) -> OrderReq,
+    ) -> EngineResult<OrderView> {
+        self.fail_if_stopped()?;
+        // One retry: the actor may passivate between lookup and send.
+        for _ in 0..2 {
+            let addr = self.order_addr(id)?;
+            let (tx, rx) = oneshot::channel();
+            if addr.send(make(tx)).await.is_err() {
+                self.orders.remove_if(id, |_, a| *a == addr);
+                continue;
+            }
+            match rx.await {
+                Ok(r) => return r,
+                Err(_) => {
+                    self.orders.remove_if(id, |_, a| *a == addr);
+                    continue;
+                }
+            }
+        }
+        Err(EngineError::Unavailable(format!(
+            "order {id} is restarting; retry"
+        )))
+    }
+
+    async fn release_reserved(&self, order_id: &str, skus: &[String]) {
+        for sku in skus {
+            let cmd = SkuCommand::Release {
+                order_id: order_id.to_owned(),
+                reason: "compensation".into(),
+            };
+            if let Err(e) = self.sku_command(sku, cmd, None, false).await {
+                tracing::error!(order = order_id, sku = %sku, error = %e, "release failed; recovery will release it");
+            }
+        }
+    }
+}
+
+impl Engine {
+    /// Opens the store, recovers, and starts the actors.
+    pub fn open(config: EngineConfig) -> EngineResult<Engine> {
+        let store = Store::open(
+            &config.data_dir,
+            StoreOptions {
+                durability: config.durability,
+            },
+        )?;
+        let journal = Journal::start(store.clone())?;
+        let recovered = recovery::recover(&store, config.ignore_snapshots)?;
+        let (runtime, arbiters) = start_runtime(config.workers)?;
+        let inner = Arc::new(Inner {
+            last_checkpoint: AtomicU64::new(recovered.stats.checkpoint_seq),
+            config,
+            store,
+            journal,
+            skus: DashMap::new(),
+            sku_index: RwLock::new(BTreeSet::new()),
+            orders: DashMap::new(),
+            arbiters,
+            next_arbiter: AtomicUsize::new(0),
+            metrics: EngineMetrics::default(),
+            checkpointing: AtomicBool::new(false),
+            shut_down: AtomicBool::new(false),
+        });
+        inner
+            .metrics
+            .snapshot_decode_failures
+            .store(recovered.stats.snapshot_failures, Ordering::Relaxed);
+        let engine = Engine {
+            inner,
+            runtime: Arc::new(runtime),
+        };
+        engine.start_recovered(recovered)?;
+        engine.spawn_checkpointer();
+        Ok(engine)
+    }
+
+    fn start_recovered(&self, rec: recovery::Recovered) -> EngineResult<()> {
+        let inner = &self.inner;
+        {
+            let mut index = inner.sku_index.write();
+            for (sku, state) in rec.skus {
+                if state.registered {
+                    index.insert(sku.clone());
+                }
+                let addr = inner.start_sku(&sku, state);
+                inner.skus.insert(sku, addr);
+            }
+        }
+        // Orphaned holds (their order never became PENDING, or was cancelled before the
+        // release reached the SKU) go back to stock.
+        for (sku, order_id) in &rec.orphan_holds {
+            let cmd = SkuCommand::Release {
+                order_id: order_id.clone(),
+                reason: "recovery".into(),
+            };
+            futures::executor::block_on(inner.sku_command(sku, cmd, None, true))?;
+        }
+        for (state, restored) in rec.orders {
+            let redrive = matches!(state.status, Some(Status::Paid)) || state.needs_restore();
+            let addr = inner.start_order(state);
+            if redrive {
+                addr.do_send(OrderReq::Redrive { restored });
+            }
+        }
+        Ok(())
+    }
+
+    fn spawn_checkpointer(&self) {
+        let engine = self.clone();
+        let weak = Arc::downgrade(&self.inner);
+        let runtime = Arc::downgrade(&self.runtime);
+        drop(engine);
+        self.inner.arbiters[0].spawn(async move {
+            loop {
+                actix_rt::time::sleep(Duration::from_millis(500)).await;
+                let (Some(inner), Some(runtime)) = (weak.upgrade(), runtime.upgrade()) else {
+                    break;
+                };
+                if inner.shut_down.load(Ordering::Acquire) {
+                    break;
+                }
+                let due = inner
+                    .journal
+                    .durable_seq()
+                    .saturating_sub(inner.last_checkpoint.load(Ordering::Relaxed))
+                    >= inner.config.checkpoint_every;
+                if due {
+                    let engine = Engine { inner, runtime };
+                    if let Err(e) = engine.checkpoint().await {
+                        tracing::warn!(error = %e, "checkpoint failed");
+                    }
+                }
+            }
+        });
+    }
+
+    /// Snapshots every live actor and records the log position they cover, so recovery
+    /// replays only what came after. Runs beside normal traffic.
+    pub async fn checkpoint(&self) -> EngineResult<u64> {
+        let inner = &self.inner;
+        if inner.checkpointing.swap(true, Ordering::AcqRel) {
+            return Ok(inner.last_checkpoint.load(Ordering::Relaxed));
+        }
+        let res = async {
+            let seq = inner.journal.durable_seq();
+            let mut waits = Vec::new();
+            let skus: Vec<_> = inner.skus.iter().map(|e| e.value().clone()).collect();
+            for addr in skus {
+                let (tx, rx) = oneshot::channel();
+                if addr.send(SkuReq::Snapshot { reply: tx }).await.is_ok() {
+                    waits.push(rx);
+                }
+            }
+            let orders: Vec<_> = inner.orders.iter().map(|e| e.value().clone()).collect();
+            for addr in orders {
+                let (tx, rx) = oneshot::channel();
+                if addr.send(OrderReq::Snapshot { reply: tx }).await.is_ok() {
+                    waits.push(rx);
+                }
+            }
+            for rx in waits {
+                if let Ok(ticket) = rx.await {
+                    ticket.await?;
+                }
+            }
+            inner
+                .journal
+                .append(Append {
+                    meta: vec![(recovery::META_CHECKPOINT.into(), seq.to_be_bytes().to_vec())],
+                    ..Append::default()
+                })
+                .await?;
+            inner.last_checkpoint.store(seq, Ordering::Relaxed);
+            inner.metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
+            Ok(seq)
+        }
+        .await;
+        inner.checkpointing.store(false, Ordering::Release);
+        res
+    }
+
+    /// Creates a SKU (with its initial stock) or updates its catalogue data. Returns the
+    /// SKU and whether it was created.
+    pub async fn upsert_sku(
+        &self,
+        req: UpsertSku,
+        trace: Option<Arc<str>>,
+    ) -> EngineResult<(SkuView, bool)> {
+        self.inner.fail_if_stopped()?;
+        validate_sku(&req.sku)?;
+        let existed = self.inner.sku_index.read().contains(&req.sku);
+        let sku = req.sku.clone();
+        let cmd = SkuCommand::Upsert {
+            sku: req.sku,
+            name: req.name,
+            price_minor: req.price_minor,
+            currency: req.currency,
+            per_customer_limit: req.per_customer_limit,
+            initial_stock: req.stock,
+        };
+        let view = self.inner.sku_command(&sku, cmd, trace, true).await?;
+        let created = !existed && self.inner.sku_index.write().insert(sku);
+        Ok((view, created))
+    }
+
+    /// Adds (`delta > 0`) or removes stock.
+    pub async fn adjust_stock(
+        &self,
+        sku: &str,
+        delta: i64,
+        reason: &str,
+        trace: Option<Arc<str>>,
+    ) -> EngineResult<SkuView> {
+        self.inner.fail_if_stopped()?;
+        self.known_sku(sku)?;
+        let cmd = SkuCommand::AdjustStock {
+            delta,
+            reason: reason.to_owned(),
+        };
+        self.inner.sku_command(sku, cmd, trace, true).await
+    }
+
+    fn known_sku(&self, sku: &str) -> EngineResult<()> {
+        if self.inner.sku_index.read().contains(sku) {
+            Ok(())
+        } else {
+            Err(EngineError::NotFound(format!("sku {sku}")))
+        }
+    }
+
+    pub async fn get_sku(&self, sku: &str) -> EngineResult<SkuView> {
+        self.known_sku(sku)?;
+        let addr = self.inner.sku_addr(sku, false)?;
+        let (tx, rx) = oneshot::channel();
+        addr.send(SkuReq::Get { reply: tx })
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("sku actor: {e}")))?;
+        Ok(recv(rx).await?.view())
+    }
+
+    /// SKUs in code order after `after`, at most `limit`.
+    pub async fn list_skus(&self, after: Option<&str>, limit: usize) -> EngineResult<Vec<SkuView>> {
+        let codes: Vec<String> = {
+            let index = self.inner.sku_index.read();
+            let iter: Box<dyn Iterator<Item = &String>> =
+                match after {
+                    Some(a) => Box::new(index.range::<str, _>((
+                        std::ops::Bound::Excluded(a),
+                        std::ops::Bound::Unbounded,
+                    ))),
+                    None => Box::new(index.iter()),
+                };
+            iter.take(limit).cloned().collect()
+        };
+        let mut out = Vec::with_capacity(codes.len());
+        for c in codes {
+            out.push(self.get_sku(&c).await?);
+        }
+        Ok(out)
+    }
+
+    /// Places an order: reserves every line (in order), compensating on failure. A
+    /// PENDING order is answered once its events are durable; a FAILED one is stored and
+    /// returned as [`EngineError::OrderFailed`].
+    pub async fn place_order(
+        &self,
+        req: PlaceOrder,
+        trace: Option<Arc<str>>,
+    ) -> EngineResult<OrderView> {
+        let inner = &self.inner;
+        inner.fail_if_stopped()?;
+        validate_lines(&req.customer_id, &req.lines)?;
+        let order_id = ulid::Ulid::new().to_string();
+        let mut reserved: Vec<String> = Vec::with_capacity(req.lines.len());
+        let mut lines: Vec<OrderLine> = Vec::with_capacity(req.lines.len());
+        let mut currency: Option<String> = None;
+        let mut failure: Option<DomainError> = None;
+
+        for line in &req.lines {
+            let addr = match inner.sku_addr(&line.sku, false) {
+                Ok(a) if inner.sku_index.read().contains(&line.sku) => a,
+                Ok(_) | Err(_) => {
+                    inner.release_reserved(&order_id, &reserved).await;
+                    return Err(DomainError::UnknownSku(line.sku.clone()).into());
+                }
+            };
+            let (tx, rx) = oneshot::channel();
+            let msg = SkuReq::Reserve {
+                order_id: order_id.clone(),
+                customer_id: req.customer_id.clone(),
+                qty: line.qty,
+                currency: currency.clone(),
+                trace: trace.clone(),
+                reply: tx,
+            };
+            if let Err(e) = addr.try_send(msg) {
+                inner.release_reserved(&order_id, &reserved).await;
+                return Err(match e {
+                    SendError::Full(_) => {
+                        inner.metrics.overloaded.fetch_add(1, Ordering::Relaxed);
+                        EngineError::Overloaded {
+                            sku: line.sku.clone(),
+                        }
+                    }
+                    SendError::Closed(_) => {
+                        EngineError::Unavailable(format!("sku {} actor stopped", line.sku))
+                    }
+                });
+            }
+            match recv(rx).await? {
+                Ok((price, cur)) => {
+                    currency.get_or_insert(cur);
+                    reserved.push(line.sku.clone());
+                    lines.push(OrderLine {
+                        sku: line.sku.clone(),
+                        qty: line.qty,
+                        unit_price_minor: price,
+                    });
+                }
+                Err(EngineError::Domain(
+                    e @ (DomainError::OutOfStock { .. } | DomainError::LimitExceeded { .. }),
+                )) => {
+                    failure = Some(e);
+                    break;
+                }
+                Err(e) => {
+                    inner.release_reserved(&order_id, &reserved).await;
+                    return Err(e);
+                }
+            }
+        }
+        if failure.is_some() {
+            inner.release_reserved(&order_id, &reserved).await;
+            // Lines never tried are recorded at the SKU's current price when known.
+            for line in req.lines.iter().skip(lines.len()) {
+                let price = match self.get_sku(&line.sku).await {
+                    Ok(v) => v.price_minor,
+                    Err(_) => 0,
+                };
+                lines.push(OrderLine {
+                    sku: line.sku.clone(),
+                    qty: line.qty,
+                    unit_price_minor: price,
+                });
+            }
+        }
+
+        let now = ordo_storage::now_ms();
+        let failure_triple = failure.as_ref().map(|e| {
+            let (code, sku) = match e {
+                DomainError::OutOfStock { sku, .. } => ("out_of_stock", sku.clone()),
+                DomainError::LimitExceeded { sku, .. } => ("limit_exceeded", sku.clone()),
+                _ => ("failed", String::new()),
+            };
+            (code.to_owned(), sku, e.to_string())
+        });
+        let cmd = OrderCommand::Place {
+            order_id: order_id.clone(),
+            customer_id: req.customer_id.clone(),
+            lines,
+            currency: currency.unwrap_or_default(),
+            now_ms: now,
+            ttl_ms: inner.config.reservation_ttl.as_millis() as u64,
+            failure: failure_triple,
+        };
+        let mut state = Order::default();
+        let events = match order::decide(&state, &cmd) {
+            Ok(ev) => ev,
+            Err(e) => {
+                inner.release_reserved(&order_id, &reserved).await;
+                return Err(e.into());
+            }
+        };
+        let stream: Arc<str> = Arc::from(format!("order/{order_id}"));
+        let mut new = Vec::with_capacity(events.len());
+        for e in &events {
+            order::apply(&mut state, e, now);
+            new.push(new_event(&stream, state.version, e, now, trace.clone()));
+        }
+        inner.journal.append(Append::events(new)).await?;
+        let view = OrderView::from(&state);
+        match failure {
+            None => {
+                inner.metrics.orders_pending.fetch_add(1, Ordering::Relaxed);
+                inner.start_order(state);
+                Ok(view)
+            }
+            Some(reason) => {
+                let counter = match reason {
+                    DomainError::LimitExceeded { .. } => &inner.metrics.orders_failed_limit,
+                    _ => &inner.metrics.orders_failed_out_of_stock,
+                };
+                counter.fetch_add(1, Ordering::Relaxed);
+                Err(EngineError::OrderFailed {
+                    order: Box::new(view),
+                    reason,
+                })
+            }
+        }
+    }
+
+    /// Records a payment. Success deducts stock and answers the CONFIRMED order; a failed
+    /// payment cancels the order. Idempotent by `payment_ref`.
+    pub async fn pay(
+        &self,
+        order_id: &str,
+        payment_ref: &str,
+        outcome: PaymentOutcome,
+        amount_minor: i64,
+        trace: Option<Arc<str>>,
+    ) -> EngineResult<OrderView> {
+        if payment_ref.is_empty() || payment_ref.len() > 255 {
+            return Err(DomainError::Invalid("payment_ref must be 1-255 characters".into()).into());
+        }
+        self.inner
+            .order_request(order_id, |reply| OrderReq::Pay {
+                payment_ref: payment_ref.to_owned(),
+                outcome,
+                amount_minor,
+                trace: trace.clone(),
+                reply,
+            })
+            .await
+    }
+
+    /// Cancels a PENDING (releases stock) or CONFIRMED (restores stock, requests a refund)
+    /// order.
+    pub async fn cancel(
+        &self,
+        order_id: &str,
+        reason: &str,
+        trace: Option<Arc<str>>,
+    ) -> EngineResult<OrderView> {
+        let reason = if reason.is_empty() {
+            "customer"
+        } else {
+            reason
+        };
+        if reason.len() > 256 {
+            return Err(
+                DomainError::Invalid("reason must be at most 256 characters".into()).into(),
+            );
+        }
+        self.inner
+            .order_request(order_id, |reply| OrderReq::Cancel {
+                reason: reason.to_owned(),
+                trace: trace.clone(),
+                reply,
+            })
+            .await
+    }
+
+    /// Records a shipment step.
+    pub async fn ship(
+        &self,
+        order_id: &str,
+        step: ShipmentStep,
+        trace: Option<Arc<str>>,
+    ) -> EngineResult<OrderView> {
+        self.inner
+            .order_request(order_id, |reply| OrderReq::Ship {
+                step,
+                trace: trace.clone(),
+                reply,
+            })
+            .await
+    }
+
+    /// The order as of now (live state, or read from the log if passivated).
+    pub async fn get_order(&self, order_id: &str) -> EngineResult<OrderView> {
+        if let Some(addr) = self.inner.orders.get(order_id).map(|a| a.clone()) {
+            let (tx, rx) = oneshot::channel();
+            if addr.send(OrderReq::Get { reply: tx }).await.is_ok() {
+                if let Ok(v) = rx.await {
+                    return Ok(v);
+                }
+            }
+        }
+        let state = self.inner.load_order(order_id)?;
+        if !state.is_created() {
+            return Err(EngineError::NotFound(format!("order {order_id}")));
+        }
+        Ok(OrderView::from(&state))
+    }
+
+    /// Events after `after`, at most `limit`, optionally of one stream.
+    pub fn read_events(
+        &self,
+        after: u64,
+        limit: usize,
+        stream: Option<&str>,
+    ) -> EngineResult<Vec<EventRecord>> {
+        recovery::read_events(&self.inner.store, after, limit, stream)
+    }
+
+    /// The journal (for the durable seq watch, stats).
+    pub fn journal(&self) -> &Journal {
+        &self.inner.journal
+    }
+
+    pub fn metrics(&self) -> &EngineMetrics {
+        &self.inner.metrics
+    }
+
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// Whether the engine accepts changes (false after a failed journal write or shutdown).
+    pub fn is_healthy(&self) -> bool {
+        self.inner.fail_if_stopped().is_ok()
+    }
+
+    /// Clean shutdown: refuse new work, checkpoint (snapshots + log position), flush the
+    /// journal, stop the actors.
+    pub async fn shutdown(&self) -> EngineResult<()> {
+        if self.inner.shut_down.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let res = if self.inner.journal.stopped().is_none() {
+            self.checkpoint().await.map(|_| ())
+        } else {
+            Ok(())
+        };
+        self.inner.shut_down.store(true, Ordering::Release);
+        self.inner.journal.append(Append::default()).await.ok();
+        self.inner.journal.close();
+        self.inner.store.flush()?;
+        self.runtime.system.stop();
+        res
+    }
+}

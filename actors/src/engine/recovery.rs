@@ -1,0 +1,455 @@
+//! Recovery: rebuild SKU and live-order state from the store, and find what a crash left
+//! half done.
+//!
+//! 1. Start from the last checkpoint's snapshots (unless told to ignore them). Each
+//!    snapshot is brought up to date with its stream's later events, so a stale or
+//!    partial snapshot is never trusted beyond what it covers; one that does not decode is
+//!    counted and rebuilt from the log.
+//! 2. Replay the log after the checkpoint through `apply`. A stream met at a version past
+//!    the next one is first filled from its own index (an order created before the
+//!    checkpoint, say).
+//! 3. Holds whose order is not PENDING/PAID are orphans of a crash and are released;
+//!    PAID orders are redriven to CONFIRMED; cancelled confirmed orders without their
+//!    refund marker get the rest of their stock restored.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use ordo_storage::{EventRecord, Store};
+
+use crate::domain::events::{decode_order, decode_sku};
+use crate::domain::order::{self, Order, Status};
+use crate::domain::sku::{self, Sku};
+use crate::domain::{OrderEvent, SkuEvent};
+use crate::engine::error::{EngineError, EngineResult};
+use crate::engine::order_actor::ORDER_SNAPSHOT_SCHEMA;
+use crate::engine::sku_actor::SKU_SNAPSHOT_SCHEMA;
+
+pub(crate) const META_CHECKPOINT: &str = "checkpoint";
+
+/// Figures from one recovery.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryStats {
+    pub checkpoint_seq: u64,
+    pub snapshots_loaded: u64,
+    pub snapshot_failures: u64,
+    pub events_replayed: u64,
+    pub millis: u64,
+}
+
+pub(crate) struct Recovered {
+    pub skus: HashMap<String, Sku>,
+    /// Live orders, each with the SKUs already restored (for an interrupted restore).
+    pub orders: Vec<(Order, Vec<String>)>,
+    /// (sku, order id) holds to release.
+    pub orphan_holds: Vec<(String, String)>,
+    pub stats: RecoveryStats,
+}
+
+fn decode_err(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Decode(e.to_string())
+}
+
+fn apply_sku_record(s: &mut Sku, r: &EventRecord) -> EngineResult<()> {
+    let ev = decode_sku(&r.event_type, r.schema, &r.payload).map_err(decode_err)?;
+    sku::apply(s, &ev);
+    Ok(())
+}
+
+fn apply_order_record(o: &mut Order, r: &EventRecord) -> EngineResult<()> {
+    let ev = decode_order(&r.event_type, r.schema, &r.payload).map_err(decode_err)?;
+    order::apply(o, &ev, r.at_ms);
+    Ok(())
+}
+
+/// Brings a SKU state up to `upto` (exclusive) from its stream.
+fn fill_sku(store: &Store, stream: &str, s: &mut Sku, upto: u64) -> EngineResult<()> {
+    for r in store.read_stream(stream, s.version + 1)? {
+        if r.version >= upto {
+            break;
+        }
+        apply_sku_record(s, &r)?;
+    }
+    Ok(())
+}
+
+fn fill_order(store: &Store, stream: &str, o: &mut Order, upto: u64) -> EngineResult<()> {
+    for r in store.read_stream(stream, o.version + 1)? {
+        if r.version >= upto {
+            break;
+        }
+        apply_order_record(o, &r)?;
+    }
+    Ok(())
+}
+
+/// An order read from its stream.
+pub(crate) fn load_order(store: &Store, id: &str) -> EngineResult<Order> {
+    let mut o = Order::default();
+    fill_order(store, &format!("order/{id}"), &mut o, u64::MAX)?;
+    Ok(o)
+}
+
+/// A SKU read from its snapshot and stream.
+pub fn load_sku(store: &Store, sku: &str) -> EngineResult<Sku> {
+    let stream = format!("sku/{sku}");
+    let mut s = match store.load_snapshot(&stream) {
+        Ok(Some(snap)) if snap.schema == SKU_SNAPSHOT_SCHEMA => {
+            bincode::decode_from_slice::<Sku, _>(&snap.state, bincode::config::standard())
+                .map(|(s, _)| s)
+                .unwrap_or_default()
+        }
+        _ => Sku::default(),
+    };
+    fill_sku(store, &stream, &mut s, u64::MAX)?;
+    Ok(s)
+}
+
+pub(crate) fn read_events(
+    store: &Store,
+    after: u64,
+    limit: usize,
+    stream: Option<&str>,
+) -> EngineResult<Vec<EventRecord>> {
+    match stream {
+        Some(s) => {
+            // Stream reads page by seq too: skip what is not after the cursor.
+            let mut out: Vec<EventRecord> = store
+                .read_stream(s, 1)?
+                .into_iter()
+                .filter(|e| e.seq > after)
+                .collect();
+            out.truncate(limit);
+            Ok(out)
+        }
+        None => {
+            let mut out = Vec::with_capacity(limit.min(1024));
+            for r in store.read_from(after) {
+                if out.len() >= limit {
+                    break;
+                }
+                out.push(r?);
+            }
+            Ok(out)
+        }
+    }
+}
+
+fn decode_snapshot<T: bincode::Decode<()>>(state: &[u8]) -> Option<T> {
+    bincode::decode_from_slice::<T, _>(state, bincode::config::standard())
+        .ok()
+        .map(|(v, _)| v)
+}
+
+pub(crate) fn recover(store: &Store, ignore_snapshots: bool) -> EngineResult<Recovered> {
+    let started = Instant::now();
+    let mut stats = RecoveryStats::default();
+    let mut skus: HashMap<String, Sku> = HashMap::new();
+    let mut orders: HashMap<String, Order> = HashMap::new();
+
+    let checkpoint = if ignore_snapshots {
+        0
+    } else {
+        match store.get_meta(META_CHECKPOINT)? {
+            Some(v) => v.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0),
+            None => 0,
+        }
+    };
+    stats.checkpoint_seq = checkpoint;
+
+    if !ignore_snapshots {
+        store.scan_snapshots("", |snap| {
+            let snap = match snap {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "snapshot does not decode; rebuilding from the log");
+                    stats.snapshot_failures += 1;
+                    return Ok(());
+                }
+            };
+            if let Some(code) = snap.stream.strip_prefix("sku/") {
+                match (snap.schema == SKU_SNAPSHOT_SCHEMA)
+                    .then(|| decode_snapshot::<Sku>(&snap.state))
+                    .flatten()
+                {
+                    Some(s) if s.version == snap.version => {
+                        skus.insert(code.to_owned(), s);
+                        stats.snapshots_loaded += 1;
+                    }
+                    _ => stats.snapshot_failures += 1,
+                }
+            } else if let Some(id) = snap.stream.strip_prefix("order/") {
+                match (snap.schema == ORDER_SNAPSHOT_SCHEMA)
+                    .then(|| decode_snapshot::<Order>(&snap.state))
+                    .flatten()
+                {
+                    Some(o) if o.version == snap.version => {
+                        orders.insert(id.to_owned(), o);
+                        stats.snapshots_loaded += 1;
+                    }
+                    _ => stats.snapshot_failures += 1,
+                }
+            }
+            Ok(())
+        })?;
+        // Bring every snapshot up to its stream's head: the log after the checkpoint may
+        // not hold all of a stream's later events.
+        for (code, s) in skus.iter_mut() {
+            fill_sku(store, &format!("sku/{code}"), s, u64::MAX)?;
+        }
+        for (id, o) in orders.iter_mut() {
+            fill_order(store, &format!("order/{id}"), o, u64::MAX)?;
+        }
+        orders.retain(|_, o| !o.is_terminal() || o.needs_restore());
+    }
+
+    // Replay the log after the checkpoint. `restored` remembers StockRestored per order,
+    // for an interrupted cancellation of a confirmed order.
+    let mut restored: HashMap<String, Vec<String>> = HashMap::new();
+    let mut err: Option<EngineError> = None;
+    stats.events_replayed = store.scan_from(checkpoint, |v| {
+        let step = (|| -> EngineResult<()> {
+            if let Some(code) = v.stream.strip_prefix("sku/") {
+                let s = skus.entry(code.to_owned()).or_default();
+                if v.version <= s.version {
+                    return Ok(());
+                }
+                if v.version > s.version + 1 {
+                    fill_sku(store, v.stream, s, v.version)?;
+                }
+                let ev = decode_sku(v.event_type, v.schema, v.payload).map_err(decode_err)?;
+                if let SkuEvent::StockRestored(r) = &ev {
+                    restored
+                        .entry(r.order_id.clone())
+                        .or_default()
+                        .push(code.to_owned());
+                }
+                sku::apply(s, &ev);
+            } else if let Some(id) = v.stream.strip_prefix("order/") {
+                let o = orders.entry(id.to_owned()).or_default();
+                if v.version <= o.version {
+                    return Ok(());
+                }
+                if v.version > o.version + 1 {
+                    fill_order(store, v.stream, o, v.version)?;
+                }
+                let ev = decode_order(v.event_type, v.schema, v.payload).map_err(decode_err)?;
+                order::apply(o, &ev, v.at_ms);
+                if o.is_terminal() && !o.needs_restore() {
+                    orders.remove(id);
+                }
+            }
+            Ok(())
+        })();
+        match step {
+            Ok(()) => Ok(true),
+            Err(e) => {
+                err = Some(e);
+                Ok(false)
+            }
+        }
+    })?;
+    if let Some(e) = err {
+        return Err(e);
+    }
+
+    // Holds must belong to a PENDING or PAID order; anything else is a crash's orphan.
+    let mut orphan_holds = Vec::new();
+    let mut extra_live: HashMap<String, Order> = HashMap::new();
+    for (code, s) in &skus {
+        for order_id in s.holds.keys() {
+            let status = match orders.get(order_id).or_else(|| extra_live.get(order_id)) {
+                Some(o) => o.status,
+                None => {
+                    let o = load_order(store, order_id)?;
+                    let st = o.status;
+                    if matches!(st, Some(Status::Pending | Status::Paid)) {
+                        extra_live.insert(order_id.clone(), o);
+                    }
+                    st
+                }
+            };
+            if !matches!(status, Some(Status::Pending | Status::Paid)) {
+                orphan_holds.push((code.clone(), order_id.clone()));
+            }
+        }
+    }
+    orders.extend(extra_live);
+
+    // For restores interrupted before the checkpoint, look for their StockRestored events
+    // in the log after the cancellation.
+    let mut live = Vec::with_capacity(orders.len());
+    for (id, o) in orders {
+        if !o.is_created() {
+            continue; // events of a stream that never got OrderCreated (cannot happen)
+        }
+        let mut done = restored.remove(&id).unwrap_or_default();
+        if o.needs_restore() && done.is_empty() {
+            done = restored_since_cancel(store, &o)?;
+        }
+        live.push((o, done));
+    }
+    stats.millis = started.elapsed().as_millis() as u64;
+    tracing::info!(
+        checkpoint = stats.checkpoint_seq,
+        snapshots = stats.snapshots_loaded,
+        replayed = stats.events_replayed,
+        millis = stats.millis,
+        "recovered"
+    );
+    Ok(Recovered {
+        skus,
+        orders: live,
+        orphan_holds,
+        stats,
+    })
+}
+
+/// SKUs for which a StockRestored of `o` follows its cancellation in the log.
+fn restored_since_cancel(store: &Store, o: &Order) -> EngineResult<Vec<String>> {
+    let stream = format!("order/{}", o.id);
+    let cancel_seq = store
+        .read_stream(&stream, 1)?
+        .into_iter()
+        .find(|r| r.event_type == "OrderCancelled")
+        .map(|r| r.seq)
+        .unwrap_or(0);
+    let mut done = Vec::new();
+    let mut err = None;
+    store.scan_from(cancel_seq, |v| {
+        if v.event_type == "StockRestored" {
+            match decode_sku(v.event_type, v.schema, v.payload) {
+                Ok(SkuEvent::StockRestored(r)) if r.order_id == o.id => {
+                    done.push(v.stream.trim_start_matches("sku/").to_owned())
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    err = Some(decode_err(e));
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    })?;
+    match err {
+        Some(e) => Err(e),
+        None => Ok(done),
+    }
+}
+
+/// What `ordo verify` found.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyReport {
+    pub events: u64,
+    pub skus: Vec<crate::domain::sku::SkuView>,
+    pub orders: u64,
+    pub violations: Vec<String>,
+}
+
+/// Replays the whole log through `apply` and checks: every SKU's invariant after every
+/// event; seqs gap-free; every order consistent with the SKU events that name it (units
+/// held while PENDING/PAID, sold while CONFIRMED or later, none held or sold otherwise).
+pub fn verify(store: &Store) -> EngineResult<VerifyReport> {
+    let mut report = VerifyReport::default();
+    let mut skus: HashMap<String, Sku> = HashMap::new();
+    let mut orders: HashMap<String, Order> = HashMap::new();
+    // (order, sku) → (units held, units sold) according to SKU events.
+    let mut per_line: HashMap<(String, String), (i64, i64)> = HashMap::new();
+    let mut expect_seq = 1;
+    let mut err = None;
+    report.events = store.scan_from(0, |v| {
+        if v.seq != expect_seq {
+            report.violations.push(format!("seq gap: expected {expect_seq}, found {}", v.seq));
+        }
+        expect_seq = v.seq + 1;
+        if let Some(code) = v.stream.strip_prefix("sku/") {
+            let ev = match decode_sku(v.event_type, v.schema, v.payload) {
+                Ok(e) => e,
+                Err(e) => {
+                    err = Some(decode_err(format!("seq {}: {e}", v.seq)));
+                    return Ok(false);
+                }
+            };
+            let s = skus.entry(code.to_owned()).or_default();
+            if v.version != s.version + 1 {
+                report.violations.push(format!("seq {}: {} version {} after {}", v.seq, v.stream, v.version, s.version));
+            }
+            let key = |id: &str| (id.to_owned(), code.to_owned());
+            match &ev {
+                SkuEvent::StockReserved(e) => per_line.entry(key(&e.order_id)).or_default().0 += i64::from(e.qty),
+                SkuEvent::StockReleased(e) => per_line.entry(key(&e.order_id)).or_default().0 -= i64::from(e.qty),
+                SkuEvent::StockReduced(e) => {
+                    let l = per_line.entry(key(&e.order_id)).or_default();
+                    l.0 -= i64::from(e.qty);
+                    l.1 += i64::from(e.qty);
+                }
+                SkuEvent::StockRestored(e) => per_line.entry(key(&e.order_id)).or_default().1 -= i64::from(e.qty),
+                _ => {}
+            }
+            sku::apply(s, &ev);
+            if !s.invariant_holds() {
+                report.violations.push(format!(
+                    "seq {}: sku {code} invariant broken: available {} reserved {} sold {} received {}",
+                    v.seq, s.available, s.reserved, s.sold, s.received
+                ));
+            }
+        } else if let Some(id) = v.stream.strip_prefix("order/") {
+            let ev: OrderEvent = match decode_order(v.event_type, v.schema, v.payload) {
+                Ok(e) => e,
+                Err(e) => {
+                    err = Some(decode_err(format!("seq {}: {e}", v.seq)));
+                    return Ok(false);
+                }
+            };
+            let o = orders.entry(id.to_owned()).or_default();
+            if v.version != o.version + 1 {
+                report.violations.push(format!("seq {}: {} version {} after {}", v.seq, v.stream, v.version, o.version));
+            }
+            order::apply(o, &ev, v.at_ms);
+        } else {
+            report.violations.push(format!("seq {}: unknown stream {}", v.seq, v.stream));
+        }
+        Ok(true)
+    })?;
+    if let Some(e) = err {
+        return Err(e);
+    }
+    for ((order_id, sku), (held, sold)) in &per_line {
+        let o = orders.get(order_id);
+        let line_qty = o
+            .and_then(|o| o.lines.iter().find(|l| &l.sku == sku))
+            .map(|l| i64::from(l.qty))
+            .unwrap_or(0);
+        let (want_held, want_sold) = match o.and_then(|o| o.status) {
+            Some(Status::Pending | Status::Paid) => (line_qty, 0),
+            Some(
+                Status::Confirmed
+                | Status::ShipmentPrepared
+                | Status::ShipmentProcessed
+                | Status::Fulfilled,
+            ) => (0, line_qty),
+            Some(Status::Cancelled) if o.is_some_and(Order::needs_restore) => (0, line_qty),
+            _ => (0, 0),
+        };
+        // A PAID order may have deducted some lines already (saga under way).
+        let paid_ok = o.is_some_and(|o| o.status == Some(Status::Paid)) && held + sold == line_qty;
+        if (*held, *sold) != (want_held, want_sold) && !paid_ok {
+            report.violations.push(format!(
+                "order {order_id} ({}) sku {sku}: {held} held and {sold} sold by sku events, expected {want_held} held and {want_sold} sold",
+                o.and_then(|o| o.status).map(|s| s.as_str()).unwrap_or("missing")
+            ));
+        }
+    }
+    for s in skus.values() {
+        if !s.invariant_holds() {
+            report
+                .violations
+                .push(format!("sku {} invariant broken at the end", s.sku));
+        }
+    }
+    report.orders = orders.len() as u64;
+    let mut views: Vec<_> = skus.values().map(Sku::view).collect();
+    views.sort_by(|a, b| a.sku.cmp(&b.sku));
+    report.skus = views;
+    Ok(report)
+}

@@ -1,0 +1,243 @@
+//! The SKU actor: one per SKU, the only place its stock changes. Its mailbox serialises
+//! every reservation for the SKU, so no lock is needed; the mailbox is bounded and a full
+//! one refuses new reservations at once (`Overloaded`).
+//!
+//! The actor applies its events in memory, hands them to the journal and takes its next
+//! message without waiting for the disk. Callers that need durability (admin commands)
+//! are answered from a task that awaits the journal ticket. Reservations for an order are
+//! answered at once: the order's own events are appended after them, so when the order's
+//! append is durable, so are the reservations (one log, written in order).
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use ordo_storage::{Append, AppendTicket, Journal, NewEvent, SnapshotWrite};
+use tokio::sync::oneshot;
+
+use crate::domain::events::DomainEvent;
+use crate::domain::sku::{self, Sku, SkuCommand, SkuView};
+use crate::domain::DomainError;
+use crate::engine::error::{EngineError, EngineResult};
+
+/// Schema of the SKU snapshot state encoding.
+pub(crate) const SKU_SNAPSHOT_SCHEMA: u16 = 1;
+
+pub(crate) enum SkuReq {
+    Cmd {
+        cmd: SkuCommand,
+        trace: Option<Arc<str>>,
+        /// Answer only once the events are durable.
+        durable: bool,
+        reply: oneshot::Sender<EngineResult<SkuView>>,
+    },
+    /// Reserve `qty` for an order; answers the captured unit price.
+    Reserve {
+        order_id: String,
+        customer_id: String,
+        qty: u32,
+        /// The currency the order's earlier lines are in, if any.
+        currency: Option<String>,
+        trace: Option<Arc<str>>,
+        reply: oneshot::Sender<EngineResult<(i64, String)>>,
+    },
+    Get {
+        reply: oneshot::Sender<Sku>,
+    },
+    /// Write a snapshot of the current state; answers the journal ticket.
+    Snapshot {
+        reply: oneshot::Sender<AppendTicket>,
+    },
+}
+
+impl Message for SkuReq {
+    type Result = ();
+}
+
+pub(crate) struct SkuActor {
+    stream: Arc<str>,
+    state: Sku,
+    journal: Journal,
+    mailbox: usize,
+    snapshot_every: u64,
+    since_snapshot: u64,
+}
+
+impl SkuActor {
+    pub(crate) fn new(
+        sku: &str,
+        state: Sku,
+        journal: Journal,
+        mailbox: usize,
+        snapshot_every: u64,
+    ) -> Self {
+        SkuActor {
+            stream: Arc::from(format!("sku/{sku}")),
+            state,
+            journal,
+            mailbox,
+            snapshot_every: snapshot_every.max(1),
+            since_snapshot: 0,
+        }
+    }
+
+    fn persist(
+        &mut self,
+        events: &[crate::domain::SkuEvent],
+        trace: Option<Arc<str>>,
+    ) -> AppendTicket {
+        let now = ordo_storage::now_ms();
+        let mut new = Vec::with_capacity(events.len());
+        for e in events {
+            sku::apply(&mut self.state, e);
+            new.push(new_event(
+                &self.stream,
+                self.state.version,
+                e,
+                now,
+                trace.clone(),
+            ));
+        }
+        self.since_snapshot += events.len() as u64;
+        let snapshots = if self.since_snapshot >= self.snapshot_every {
+            self.since_snapshot = 0;
+            vec![self.snapshot_write()]
+        } else {
+            Vec::new()
+        };
+        self.journal.append(Append {
+            events: new,
+            snapshots,
+            meta: Vec::new(),
+        })
+    }
+
+    fn snapshot_write(&self) -> SnapshotWrite {
+        SnapshotWrite {
+            stream: self.stream.clone(),
+            version: self.state.version,
+            schema: SKU_SNAPSHOT_SCHEMA,
+            state: bincode::encode_to_vec(&self.state, bincode::config::standard())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// Builds the envelope for one domain event.
+pub(crate) fn new_event<E: DomainEvent>(
+    stream: &Arc<str>,
+    version: u64,
+    e: &E,
+    at_ms: u64,
+    trace: Option<Arc<str>>,
+) -> NewEvent {
+    NewEvent {
+        stream: stream.clone(),
+        version,
+        event_type: e.type_name(),
+        schema: e.schema(),
+        at_ms,
+        trace_id: trace,
+        payload: e.encode_payload(),
+    }
+}
+
+/// Answers `reply` with `value` once `ticket` is durable (or with the storage error).
+pub(crate) fn reply_when_durable<T: Send + 'static>(
+    ticket: AppendTicket,
+    reply: oneshot::Sender<EngineResult<T>>,
+    value: T,
+) {
+    actix::spawn(async move {
+        let res = ticket.await.map(|_| value).map_err(EngineError::from);
+        let _ = reply.send(res);
+    });
+}
+
+impl Actor for SkuActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.set_mailbox_capacity(self.mailbox);
+    }
+}
+
+impl Handler<SkuReq> for SkuActor {
+    type Result = ();
+
+    fn handle(&mut self, msg: SkuReq, _ctx: &mut Self::Context) {
+        match msg {
+            SkuReq::Cmd {
+                cmd,
+                trace,
+                durable,
+                reply,
+            } => match sku::decide(&self.state, &cmd) {
+                Err(e) => {
+                    let _ = reply.send(Err(e.into()));
+                }
+                Ok(events) => {
+                    let ticket = if events.is_empty() {
+                        durable.then(|| self.journal.append(Append::default()))
+                    } else {
+                        Some(self.persist(&events, trace))
+                    };
+                    let view = self.state.view();
+                    match ticket {
+                        Some(t) if durable => reply_when_durable(t, reply, view),
+                        _ => {
+                            let _ = reply.send(Ok(view));
+                        }
+                    }
+                }
+            },
+            SkuReq::Reserve {
+                order_id,
+                customer_id,
+                qty,
+                currency,
+                trace,
+                reply,
+            } => {
+                if let Some(c) =
+                    currency.filter(|c| self.state.registered && *c != self.state.currency)
+                {
+                    let _ = reply.send(Err(DomainError::CurrencyMismatch {
+                        first: c,
+                        other: self.state.currency.clone(),
+                    }
+                    .into()));
+                    return;
+                }
+                let cmd = SkuCommand::Reserve {
+                    order_id,
+                    customer_id,
+                    qty,
+                };
+                let res = sku::decide(&self.state, &cmd).map(|events| {
+                    if !events.is_empty() {
+                        // The ticket is not awaited here: see the module docs.
+                        drop(self.persist(&events, trace));
+                    }
+                    (self.state.price_minor, self.state.currency.clone())
+                });
+                let _ = reply.send(res.map_err(EngineError::from));
+            }
+            SkuReq::Get { reply } => {
+                let _ = reply.send(self.state.clone());
+            }
+            SkuReq::Snapshot { reply } => {
+                self.since_snapshot = 0;
+                let t = if self.state.version == 0 {
+                    self.journal.append(Append::default())
+                } else {
+                    self.journal.append(Append {
+                        events: Vec::new(),
+                        snapshots: vec![self.snapshot_write()],
+                        meta: Vec::new(),
+                    })
+                };
+                let _ = reply.send(t);
+            }
+        }
+    }
+}
