@@ -98,7 +98,11 @@ impl SkuActor {
             ));
         }
         self.since_snapshot += events.len() as u64;
-        let snapshots = if self.since_snapshot >= self.snapshot_every {
+        // A snapshot encodes every live hold; taking one only after at least as many
+        // events as there are holds keeps its cost per event constant (a hot SKU with a
+        // million PENDING orders would otherwise re-encode them every `snapshot_every`).
+        let due = self.snapshot_every.max(self.state.holds.len() as u64);
+        let snapshots = if self.since_snapshot >= due {
             self.since_snapshot = 0;
             vec![self.snapshot_write()]
         } else {
