@@ -463,6 +463,9 @@ impl Writer {
             };
             let nanos = started.elapsed().as_nanos() as u64;
             if let Err(reason) = res {
+                // Stop first, answer after: a caller told of the failure must already see
+                // the journal stopped.
+                self.shared.queue.lock().stopped = Some(reason.clone());
                 for (tx, _) in answers {
                     let _ = tx.send(Err(StorageError::JournalStopped(reason.clone())));
                 }
@@ -502,6 +505,7 @@ impl Writer {
         tx: oneshot::Sender<Result<Receipt>>,
         reason: String,
     ) -> std::result::Result<(), String> {
+        self.shared.queue.lock().stopped = Some(reason.clone());
         let _ = tx.send(Err(StorageError::JournalStopped(reason.clone())));
         for (tx, _) in answers {
             let _ = tx.send(Err(StorageError::JournalStopped(reason.clone())));
