@@ -19,6 +19,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the HTTP server (the v1 API) on the embedded engine.
+    Serve(Box<crate::config::ServeArgs>),
     /// Replay the log, check every invariant, print per-SKU counters; exit 1 on any
     /// violation.
     Verify {
@@ -44,6 +46,12 @@ pub enum Command {
 /// Exit codes: 0 ok, 1 verification failed, 2 error.
 pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
+        Command::Serve(args) => {
+            let settings = crate::config::Settings::load(&args)?;
+            crate::telemetry::init(settings.log_format);
+            actix_web::rt::System::new().block_on(crate::http::serve(settings))?;
+            Ok(0)
+        }
         Command::Verify { data_dir, json } => verify(&data_dir, json),
         Command::Events {
             data_dir,

@@ -24,6 +24,9 @@
 #![forbid(unsafe_code)]
 
 pub mod cli;
+pub mod config;
+pub mod http;
+pub mod telemetry;
 
 pub use ordo_actors::domain::order::{PaymentOutcome, ShipmentStep, Status};
 pub use ordo_actors::domain::{DomainError, LineRequest};

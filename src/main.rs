@@ -1,13 +1,11 @@
 use clap::Parser;
 
 fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let cli = ordo::cli::Cli::parse();
+    // `serve` sets up logging itself, in the format its settings ask for.
+    if !matches!(cli.command, ordo::cli::Command::Serve(_)) {
+        ordo::telemetry::init(ordo::config::LogFormat::Human);
+    }
     let code = match ordo::cli::run(cli) {
         Ok(code) => code,
         Err(e) => {

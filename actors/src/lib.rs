@@ -9,6 +9,7 @@
 pub mod domain;
 pub mod engine;
 
+pub use domain::order::{PaymentOutcome, ShipmentStep, Status};
 pub use engine::recovery_api::{load_sku, verify, RecoveryStats, VerifyReport};
 pub use engine::{
     config::{Durability, EngineConfig},

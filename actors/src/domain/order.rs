@@ -12,7 +12,19 @@ use serde::{Deserialize, Serialize};
 use super::events::*;
 use super::{DomainError, DomainResult};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    Encode,
+    Decode,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
     Pending,
@@ -51,7 +63,7 @@ impl std::fmt::Display for Status {
 }
 
 /// A line with its price captured at creation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, utoipa::ToSchema)]
 pub struct OrderLine {
     pub sku: String,
     pub qty: u32,
@@ -59,7 +71,7 @@ pub struct OrderLine {
 }
 
 /// One status change, for the order's `history`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, utoipa::ToSchema)]
 pub struct HistoryEntry {
     pub status: Status,
     pub at_ms: u64,
@@ -91,7 +103,7 @@ pub struct Order {
 }
 
 /// A payment outcome as reported by the payment provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentOutcome {
     Succeeded,
@@ -99,7 +111,7 @@ pub enum PaymentOutcome {
 }
 
 /// Shipment steps, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ShipmentStep {
     Prepared,

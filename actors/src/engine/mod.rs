@@ -540,10 +540,49 @@ impl Engine {
         req: PlaceOrder,
         trace: Option<Arc<str>>,
     ) -> EngineResult<OrderView> {
+        self.inner.fail_if_stopped()?;
+        validate_lines(&req.customer_id, &req.lines)?;
+        self.place(Self::new_order_id(), req, trace).await
+    }
+
+    /// A fresh order id (a ULID: time-sortable, 26 characters).
+    pub fn new_order_id() -> String {
+        ulid::Ulid::new().to_string()
+    }
+
+    /// Places an order under an id the caller chose beforehand with
+    /// [`Engine::new_order_id`] (the HTTP edge records it with an `Idempotency-Key`
+    /// before placing, so a retry after a crash finds the order instead of placing it
+    /// twice). An id that is taken is refused before anything is reserved.
+    pub async fn place_order_as(
+        &self,
+        order_id: String,
+        req: PlaceOrder,
+        trace: Option<Arc<str>>,
+    ) -> EngineResult<OrderView> {
         let inner = &self.inner;
         inner.fail_if_stopped()?;
         validate_lines(&req.customer_id, &req.lines)?;
-        let order_id = ulid::Ulid::new().to_string();
+        if ulid::Ulid::from_string(&order_id).is_err() {
+            return Err(
+                DomainError::Invalid(format!("order id {order_id:?} is not a ULID")).into(),
+            );
+        }
+        if inner.orders.contains_key(&order_id)
+            || inner.store.stream_head(&format!("order/{order_id}"))? > 0
+        {
+            return Err(DomainError::Invalid(format!("order id {order_id} is taken")).into());
+        }
+        self.place(order_id, req, trace).await
+    }
+
+    async fn place(
+        &self,
+        order_id: String,
+        req: PlaceOrder,
+        trace: Option<Arc<str>>,
+    ) -> EngineResult<OrderView> {
+        let inner = &self.inner;
         let mut reserved: Vec<String> = Vec::with_capacity(req.lines.len());
         let mut lines: Vec<OrderLine> = Vec::with_capacity(req.lines.len());
         let mut currency: Option<String> = None;
@@ -756,6 +795,14 @@ impl Engine {
         Ok(OrderView::from(&state))
     }
 
+    /// The order as it was answered when it was placed (its creation events only), or
+    /// `None` if no order has this id. Used to replay the first answer to a retried
+    /// request.
+    pub fn order_at_creation(&self, order_id: &str) -> EngineResult<Option<OrderView>> {
+        let state = recovery::load_order_upto(&self.inner.store, order_id, 3)?;
+        Ok(state.is_created().then(|| OrderView::from(&state)))
+    }
+
     /// Events after `after`, at most `limit`, optionally of one stream.
     pub fn read_events(
         &self,
@@ -764,6 +811,11 @@ impl Engine {
         stream: Option<&str>,
     ) -> EngineResult<Vec<EventRecord>> {
         recovery::read_events(&self.inner.store, after, limit, stream)
+    }
+
+    /// The store (the HTTP edge keeps `Idempotency-Key` answers in it).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.inner.store
     }
 
     /// The journal (for the durable seq watch, stats).

@@ -85,8 +85,13 @@ fn fill_order(store: &Store, stream: &str, o: &mut Order, upto: u64) -> EngineRe
 
 /// An order read from its stream.
 pub(crate) fn load_order(store: &Store, id: &str) -> EngineResult<Order> {
+    load_order_upto(store, id, u64::MAX)
+}
+
+/// An order read from its stream, events of versions below `upto` only.
+pub(crate) fn load_order_upto(store: &Store, id: &str, upto: u64) -> EngineResult<Order> {
     let mut o = Order::default();
-    fill_order(store, &format!("order/{id}"), &mut o, u64::MAX)?;
+    fill_order(store, &format!("order/{id}"), &mut o, upto)?;
     Ok(o)
 }
 

@@ -7,7 +7,7 @@ use crate::domain::order::{HistoryEntry, Order, OrderLine, Status};
 pub use crate::domain::sku::SkuView;
 
 /// An order as callers see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OrderView {
     pub id: String,
     pub customer_id: String,
