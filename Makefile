@@ -13,9 +13,9 @@ deps:
 		$(SUDO) apt-get update -q && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -q libclang-dev clang g++; \
 	fi
 
-# Until the HTTP server lands (issue #4), `run` runs the embedded point-of-sale till on ./data.
+# The HTTP server on 127.0.0.1:8080 with RocksDB in ./data (see README for flags).
 run: deps
-	$(CARGO) run --release --example pos -- ./data
+	$(CARGO) run --release --bin ordo -- serve --data-dir ./data
 
 test: deps
 	$(CARGO) test --release --workspace
