@@ -21,6 +21,8 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP server (the v1 API) on the embedded engine.
     Serve(Box<crate::config::ServeArgs>),
+    /// Load-test a server (--url) or the embedded engine: flash-sale, catalog, lifecycle.
+    Bench(Box<crate::bench::BenchArgs>),
     /// Replay the log, check every invariant, print per-SKU counters; exit 1 on any
     /// violation.
     Verify {
@@ -52,6 +54,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             actix_web::rt::System::new().block_on(crate::http::serve(settings))?;
             Ok(0)
         }
+        Command::Bench(args) => crate::bench::run(*args),
         Command::Verify { data_dir, json } => verify(&data_dir, json),
         Command::Events {
             data_dir,

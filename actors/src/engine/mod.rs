@@ -508,7 +508,7 @@ impl Engine {
         addr.send(SkuReq::Get { reply: tx })
             .await
             .map_err(|e| EngineError::Unavailable(format!("sku actor: {e}")))?;
-        Ok(recv(rx).await?.view())
+        recv(rx).await
     }
 
     /// SKUs in code order after `after`, at most `limit`.

@@ -40,9 +40,9 @@ pub(crate) enum SkuReq {
         trace: Option<Arc<str>>,
         reply: oneshot::Sender<EngineResult<(i64, String)>>,
     },
-    Get {
-        reply: oneshot::Sender<Sku>,
-    },
+    /// The public view only: cloning the whole state would copy every hold, O(holds)
+    /// per read (it made each sold-out order of a hot SKU cost milliseconds).
+    Get { reply: oneshot::Sender<SkuView> },
     /// Write a snapshot of the current state; answers the journal ticket.
     Snapshot {
         reply: oneshot::Sender<AppendTicket>,
@@ -227,7 +227,7 @@ impl Handler<SkuReq> for SkuActor {
                 let _ = reply.send(res.map_err(EngineError::from));
             }
             SkuReq::Get { reply } => {
-                let _ = reply.send(self.state.clone());
+                let _ = reply.send(self.state.view());
             }
             SkuReq::Snapshot { reply } => {
                 self.since_snapshot = 0;
