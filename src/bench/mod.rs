@@ -345,6 +345,10 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<i32> {
         issued: AtomicU64::new(0),
         timeline: Mutex::new(Vec::new()),
     });
+    // Ctrl-C ends the run early, with its report and audit. The handler is installed
+    // before the first request, so no interrupt can arrive unhandled.
+    #[cfg(unix)]
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())?;
     let progress = progress_bar(&args, duration);
     let start = Instant::now();
     let skus_arc = Arc::new(skus.clone());
@@ -394,7 +398,11 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<i32> {
     let stopper = {
         let shared = shared.clone();
         tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
+            #[cfg(unix)]
+            let got = interrupt.recv().await.is_some();
+            #[cfg(not(unix))]
+            let got = tokio::signal::ctrl_c().await.is_ok();
+            if got {
                 shared.stop.store(true, Relaxed);
             }
         })
