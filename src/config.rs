@@ -112,6 +112,9 @@ pub struct ServeArgs {
     /// Bound of each SKU's mailbox; reservations beyond it get 503 [default: 16384].
     #[arg(long, env = "ORDO_SKU_MAILBOX")]
     pub sku_mailbox: Option<usize>,
+    /// Event-loop threads for the SKU and order actors [default: one per core].
+    #[arg(long, env = "ORDO_ACTOR_THREADS")]
+    pub actor_threads: Option<usize>,
 }
 
 /// The config file: the same keys, all optional, nothing else allowed.
@@ -131,6 +134,7 @@ struct FileSettings {
     http_workers: Option<usize>,
     shutdown_timeout: Option<String>,
     sku_mailbox: Option<usize>,
+    actor_threads: Option<usize>,
 }
 
 /// Everything `ordo serve` runs with, checked.
@@ -151,6 +155,7 @@ pub struct Settings {
     pub http_workers: usize,
     pub shutdown_timeout: Duration,
     pub sku_mailbox: usize,
+    pub actor_threads: usize,
 }
 
 impl Default for Settings {
@@ -171,6 +176,9 @@ impl Default for Settings {
                 .unwrap_or(2),
             shutdown_timeout: Duration::from_secs(30),
             sku_mailbox: 16_384,
+            actor_threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2),
         }
     }
 }
@@ -305,6 +313,11 @@ impl Settings {
             .or(file.sku_mailbox)
             .unwrap_or(d.sku_mailbox)
             .max(16);
+        let actor_threads = args
+            .actor_threads
+            .or(file.actor_threads)
+            .unwrap_or(d.actor_threads)
+            .clamp(1, 256);
         let s = Settings {
             data_dir: args
                 .data_dir
@@ -323,6 +336,7 @@ impl Settings {
             http_workers,
             shutdown_timeout,
             sku_mailbox,
+            actor_threads,
         };
         s.check_bind()?;
         Ok(s)

@@ -84,6 +84,7 @@ fn engine_config(s: &Settings) -> EngineConfig {
         durability: s.durability,
         reservation_ttl: s.reservation_ttl,
         sku_mailbox: s.sku_mailbox,
+        workers: s.actor_threads,
         ..EngineConfig::default()
     }
 }
