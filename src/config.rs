@@ -115,6 +115,29 @@ pub struct ServeArgs {
     /// Event-loop threads for the SKU and order actors [default: one per core].
     #[arg(long, env = "ORDO_ACTOR_THREADS")]
     pub actor_threads: Option<usize>,
+    /// Delivery attempts per event before it is dead-lettered (or the subscription
+    /// pauses) [default: 8].
+    #[arg(long, env = "ORDO_WEBHOOK_MAX_ATTEMPTS")]
+    pub webhook_max_attempts: Option<u32>,
+    /// Timeout of one webhook delivery [default: 10s].
+    #[arg(long, env = "ORDO_WEBHOOK_TIMEOUT")]
+    pub webhook_timeout: Option<String>,
+    /// First retry delay; doubles per attempt, with full jitter [default: 500ms].
+    #[arg(long, env = "ORDO_WEBHOOK_BACKOFF")]
+    pub webhook_backoff: Option<String>,
+    /// Longest retry delay [default: 5m].
+    #[arg(long, env = "ORDO_WEBHOOK_BACKOFF_MAX")]
+    pub webhook_backoff_max: Option<String>,
+    /// Events buffered per live-feed (SSE) reader; a reader that falls this far behind
+    /// is cut off with its resume position [default: 1024].
+    #[arg(long, env = "ORDO_SSE_BUFFER")]
+    pub sse_buffer: Option<usize>,
+    /// Heartbeat interval of the live feed [default: 15s].
+    #[arg(long, env = "ORDO_SSE_HEARTBEAT")]
+    pub sse_heartbeat: Option<String>,
+    /// A live-feed reader whose buffer stays full this long is cut off [default: 10s].
+    #[arg(long, env = "ORDO_SSE_SLOW_TIMEOUT")]
+    pub sse_slow_timeout: Option<String>,
 }
 
 /// The config file: the same keys, all optional, nothing else allowed.
@@ -135,6 +158,13 @@ struct FileSettings {
     shutdown_timeout: Option<String>,
     sku_mailbox: Option<usize>,
     actor_threads: Option<usize>,
+    webhook_max_attempts: Option<u32>,
+    webhook_timeout: Option<String>,
+    webhook_backoff: Option<String>,
+    webhook_backoff_max: Option<String>,
+    sse_buffer: Option<usize>,
+    sse_heartbeat: Option<String>,
+    sse_slow_timeout: Option<String>,
 }
 
 /// Everything `ordo serve` runs with, checked.
@@ -156,6 +186,13 @@ pub struct Settings {
     pub shutdown_timeout: Duration,
     pub sku_mailbox: usize,
     pub actor_threads: usize,
+    pub webhook_max_attempts: u32,
+    pub webhook_timeout: Duration,
+    pub webhook_backoff: Duration,
+    pub webhook_backoff_max: Duration,
+    pub sse_buffer: usize,
+    pub sse_heartbeat: Duration,
+    pub sse_slow_timeout: Duration,
 }
 
 impl Default for Settings {
@@ -179,6 +216,13 @@ impl Default for Settings {
             actor_threads: std::thread::available_parallelism()
                 .map(|n| n.get())
                 .unwrap_or(2),
+            webhook_max_attempts: 8,
+            webhook_timeout: Duration::from_secs(10),
+            webhook_backoff: Duration::from_millis(500),
+            webhook_backoff_max: Duration::from_secs(300),
+            sse_buffer: 1024,
+            sse_heartbeat: Duration::from_secs(15),
+            sse_slow_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -318,6 +362,52 @@ impl Settings {
             .or(file.actor_threads)
             .unwrap_or(d.actor_threads)
             .clamp(1, 256);
+        let dur = |key: &'static str,
+                   a: &Option<String>,
+                   f: Option<String>,
+                   d: Duration|
+         -> Result<Duration, ConfigError> {
+            match a.clone().or(f) {
+                Some(s) => duration(key, &s),
+                None => Ok(d),
+            }
+        };
+        let webhook_timeout = dur(
+            "webhook_timeout",
+            &args.webhook_timeout,
+            file.webhook_timeout,
+            d.webhook_timeout,
+        )?;
+        let webhook_backoff = dur(
+            "webhook_backoff",
+            &args.webhook_backoff,
+            file.webhook_backoff,
+            d.webhook_backoff,
+        )?;
+        let webhook_backoff_max = dur(
+            "webhook_backoff_max",
+            &args.webhook_backoff_max,
+            file.webhook_backoff_max,
+            d.webhook_backoff_max,
+        )?;
+        let sse_heartbeat = dur(
+            "sse_heartbeat",
+            &args.sse_heartbeat,
+            file.sse_heartbeat,
+            d.sse_heartbeat,
+        )?;
+        let sse_slow_timeout = dur(
+            "sse_slow_timeout",
+            &args.sse_slow_timeout,
+            file.sse_slow_timeout,
+            d.sse_slow_timeout,
+        )?;
+        if sse_heartbeat.is_zero() || webhook_timeout.is_zero() {
+            return Err(ConfigError::Invalid {
+                key: "sse_heartbeat",
+                detail: "sse_heartbeat and webhook_timeout must be longer than zero".into(),
+            });
+        }
         let s = Settings {
             data_dir: args
                 .data_dir
@@ -337,6 +427,21 @@ impl Settings {
             shutdown_timeout,
             sku_mailbox,
             actor_threads,
+            webhook_max_attempts: args
+                .webhook_max_attempts
+                .or(file.webhook_max_attempts)
+                .unwrap_or(d.webhook_max_attempts)
+                .clamp(1, 100),
+            webhook_timeout,
+            webhook_backoff,
+            webhook_backoff_max,
+            sse_buffer: args
+                .sse_buffer
+                .or(file.sse_buffer)
+                .unwrap_or(d.sse_buffer)
+                .clamp(1, 1 << 20),
+            sse_heartbeat,
+            sse_slow_timeout,
         };
         s.check_bind()?;
         Ok(s)

@@ -1135,3 +1135,535 @@ async fn bench_audit_catches_stock_changed_behind_its_back() {
     assert!(problems.contains("changed outside this run"), "{problems}");
     assert!(r["ok"].as_u64().unwrap() > 0);
 }
+
+// ---------------------------------------------------------------------------------------
+// Event feed and webhooks.
+
+/// Polls `cond` until it holds; panics after `secs` (a hang guard, not a speed check).
+async fn wait_until<F, Fut>(what: &str, secs: u64, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "gave up waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Delivery {
+    seq: u64,
+    event_type: String,
+    signature: String,
+    body: String,
+}
+
+/// A webhook receiver on 127.0.0.1: fails the first `fail_first` requests, answers 503
+/// while `down`, records the rest.
+struct Receiver {
+    url: String,
+    got: Arc<parking_lot::Mutex<Vec<Delivery>>>,
+    down: Arc<std::sync::atomic::AtomicBool>,
+    attempts: Arc<std::sync::atomic::AtomicU64>,
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Receiver {
+    fn start(fail_first: u64) -> Receiver {
+        use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+        let got = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let attempts = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (g, d, a) = (got.clone(), down.clone(), attempts.clone());
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            actix_web::rt::System::new().block_on(async move {
+                let server = HttpServer::new(move || {
+                    let (g, d, a) = (g.clone(), d.clone(), a.clone());
+                    App::new().default_service(web::to(
+                        move |req: HttpRequest, body: web::Bytes| {
+                            let (g, d, a) = (g.clone(), d.clone(), a.clone());
+                            async move {
+                                let n = a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                if d.load(std::sync::atomic::Ordering::SeqCst) {
+                                    return HttpResponse::ServiceUnavailable().finish();
+                                }
+                                if n < fail_first {
+                                    return HttpResponse::InternalServerError().finish();
+                                }
+                                let h = |k: &str| {
+                                    req.headers()
+                                        .get(k)
+                                        .and_then(|v| v.to_str().ok())
+                                        .unwrap_or_default()
+                                        .to_owned()
+                                };
+                                g.lock().push(Delivery {
+                                    seq: h("ordo-event-seq").parse().unwrap_or(0),
+                                    event_type: h("ordo-event-type"),
+                                    signature: h("ordo-signature"),
+                                    body: String::from_utf8_lossy(&body).into_owned(),
+                                });
+                                HttpResponse::Ok().finish()
+                            }
+                        },
+                    ))
+                })
+                .workers(1)
+                .bind("127.0.0.1:0")
+                .unwrap();
+                let addr = server.addrs()[0];
+                let server = server.run();
+                tx.send((addr, server.handle())).unwrap();
+                let _ = server.await;
+            });
+        });
+        let (addr, handle) = rx.recv().unwrap();
+        Receiver {
+            url: format!("http://{addr}/hook"),
+            got,
+            down,
+            attempts,
+            handle,
+        }
+    }
+
+    fn seqs(&self) -> Vec<u64> {
+        self.got.lock().iter().map(|d| d.seq).collect()
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let h = self.handle.clone();
+        std::thread::spawn(move || futures::executor::block_on(h.stop(false)));
+    }
+}
+
+/// Checks `Ordo-Signature: t=…,v1=…` with an HMAC computed here.
+fn signature_ok(secret: &str, sig: &str, body: &str) -> bool {
+    use hmac::{Hmac, Mac};
+    let Some((t, v1)) = sig.strip_prefix("t=").and_then(|s| s.split_once(",v1=")) else {
+        return false;
+    };
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.{body}").as_bytes());
+    let want: String = mac
+        .finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    want == v1
+}
+
+const SECRET: &str = "a-long-enough-webhook-secret";
+
+/// One order paid and shipped to the end, one cancelled; returns their ids.
+async fn order_lives(s: &Server, sku: &str) -> (String, String) {
+    let a = s.order("life-a", &[(sku, 1)]).await.ok(201);
+    let a_id = a["id"].as_str().unwrap().to_owned();
+    s.post(
+        &format!("/v1/orders/{a_id}/payments"),
+        json!({"payment_ref": "p-a", "outcome": "succeeded", "amount_minor": a["total_minor"]}),
+    )
+    .await
+    .ok(200);
+    for step in ["prepared", "processed", "fulfilled"] {
+        s.post(
+            &format!("/v1/orders/{a_id}/shipment"),
+            json!({"step": step}),
+        )
+        .await
+        .ok(200);
+    }
+    let b = s.order("life-b", &[(sku, 1)]).await.ok(201);
+    let b_id = b["id"].as_str().unwrap().to_owned();
+    s.post(
+        &format!("/v1/orders/{b_id}/cancel"),
+        json!({"reason": "changed mind"}),
+    )
+    .await
+    .ok(200);
+    (a_id, b_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_retry_then_deliver_every_order_event_in_order_signed() {
+    let (_t, dir) = tempdir();
+    let s = Server::start(
+        &dir,
+        &["--webhook-backoff", "5ms", "--webhook-max-attempts", "10"],
+    );
+    let rx = Receiver::start(3);
+    s.create_sku("HOOK-1", 10).await.ok(201);
+    // Bad subscriptions are refused.
+    for bad in [
+        json!({"url": "ftp://127.0.0.1/x", "secret": SECRET}),
+        json!({"url": "not a url", "secret": SECRET}),
+        json!({"url": rx.url, "secret": "short"}),
+        json!({"url": rx.url, "secret": SECRET, "types": ["NoSuchEvent"]}),
+        json!({"url": rx.url, "secret": SECRET, "colour": "red"}),
+    ] {
+        s.post("/v1/subscriptions", bad)
+            .await
+            .problem(422, "invalid_request");
+    }
+    let order_types = [
+        "OrderCreated",
+        "OrderPending",
+        "OrderFailed",
+        "PaymentSucceeded",
+        "PaymentFailed",
+        "OrderConfirmed",
+        "OrderCancelled",
+        "RefundRequested",
+        "ShipmentPrepared",
+        "ShipmentProcessed",
+        "OrderFulfilled",
+    ];
+    let sub = s
+        .post(
+            "/v1/subscriptions",
+            json!({"url": rx.url, "secret": SECRET, "types": order_types}),
+        )
+        .await
+        .ok(201);
+    let id = sub["id"].as_str().unwrap().to_owned();
+    assert!(
+        sub.get("secret").is_none(),
+        "the secret is never shown: {sub}"
+    );
+    let (a, b) = order_lives(&s, "HOOK-1").await;
+    wait_until("10 deliveries", 60, || async { rx.got.lock().len() >= 10 }).await;
+    let got = rx.got.lock().clone();
+    // The first three attempts failed and were retried.
+    assert!(rx.attempts.load(std::sync::atomic::Ordering::SeqCst) >= 13);
+    // In seq order, each once, signed, only order events.
+    let seqs: Vec<u64> = got.iter().map(|d| d.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    for d in &got {
+        assert!(
+            signature_ok(SECRET, &d.signature, &d.body),
+            "bad signature on seq {}",
+            d.seq
+        );
+        let v: Value = serde_json::from_str(&d.body).unwrap();
+        assert_eq!(v["seq"], d.seq);
+        assert_eq!(v["type"], d.event_type.as_str());
+    }
+    let life = |id: &str| -> Vec<String> {
+        got.iter()
+            .filter(|d| d.body.contains(&format!("\"order/{id}\"")))
+            .map(|d| d.event_type.clone())
+            .collect()
+    };
+    assert_eq!(
+        life(&a),
+        [
+            "OrderCreated",
+            "OrderPending",
+            "PaymentSucceeded",
+            "OrderConfirmed",
+            "ShipmentPrepared",
+            "ShipmentProcessed",
+            "OrderFulfilled"
+        ]
+    );
+    assert_eq!(life(&b), ["OrderCreated", "OrderPending", "OrderCancelled"]);
+    let view = s.get(&format!("/v1/subscriptions/{id}")).await.ok(200);
+    assert_eq!(view["dead_letters"], 0);
+    assert_eq!(
+        s.get("/v1/subscriptions")
+            .await
+            .ok(200)
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let m = s.get("/metrics").await.text;
+    assert!(
+        m.contains(&format!(
+            "ordo_webhook_retries_total{{subscription=\"{id}\"}} 3"
+        )),
+        "{m}"
+    );
+    s.send(
+        reqwest::Method::DELETE,
+        &format!("/v1/subscriptions/{id}"),
+        None,
+    )
+    .await;
+    s.get(&format!("/v1/subscriptions/{id}"))
+        .await
+        .problem(404, "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_do_not_block_and_are_redriven_when_the_receiver_is_back() {
+    let (_t, dir) = tempdir();
+    let s = Server::start(
+        &dir,
+        &["--webhook-backoff", "2ms", "--webhook-max-attempts", "2"],
+    );
+    let rx = Receiver::start(0);
+    rx.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let sub = s
+        .post(
+            "/v1/subscriptions",
+            json!({"url": rx.url, "secret": SECRET, "types": ["SkuRegistered", "StockAdjusted"]}),
+        )
+        .await
+        .ok(201);
+    let id = sub["id"].as_str().unwrap().to_owned();
+    for i in 0..3 {
+        s.create_sku(&format!("DL-{i}"), 5).await.ok(201);
+    }
+    // Six events, each tried twice, all dead-lettered: the later ones were not blocked.
+    wait_until("6 dead letters", 60, || async {
+        s.get(&format!("/v1/subscriptions/{id}/dead-letters"))
+            .await
+            .json()
+            .as_array()
+            .map_or(0, |a| a.len())
+            == 6
+    })
+    .await;
+    let dead = s
+        .get(&format!("/v1/subscriptions/{id}/dead-letters"))
+        .await
+        .ok(200);
+    assert!(dead
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|d| d["attempts"] == 2 && d["last_error"].as_str().unwrap().contains("503")));
+    assert!(rx.got.lock().is_empty());
+
+    rx.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    let r = s
+        .post(
+            &format!("/v1/subscriptions/{id}/dead-letters/redrive"),
+            json!({}),
+        )
+        .await
+        .ok(200);
+    assert_eq!(r["queued"], 6);
+    wait_until("6 redriven deliveries", 60, || async {
+        rx.got.lock().len() == 6
+    })
+    .await;
+    let seqs = rx.seqs();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    wait_until("an empty dead-letter list", 60, || async {
+        s.get(&format!("/v1/subscriptions/{id}/dead-letters"))
+            .await
+            .json()
+            .as_array()
+            .is_some_and(|a| a.is_empty())
+    })
+    .await;
+    s.post(
+        "/v1/subscriptions/01ARZ3NDEKTSV4RRFFQ69G5FAV/dead-letters/redrive",
+        json!({}),
+    )
+    .await
+    .problem(404, "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_server_delivers_every_event_after_restart() {
+    let (_t, dir) = tempdir();
+    let s = Server::start(&dir, &[]);
+    let rx = Receiver::start(0);
+    s.post(
+        "/v1/subscriptions",
+        json!({"url": rx.url, "secret": SECRET, "after": 0}),
+    )
+    .await
+    .ok(201);
+    let s = Arc::new(s);
+    s.create_sku("KILL-1", 100_000).await.ok(201);
+    place_many(&s, "KILL-1", 400, 16).await;
+    wait_until("some deliveries", 60, || async {
+        rx.got.lock().len() >= 20
+    })
+    .await;
+    let pid = s.child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-KILL", &pid])
+        .status()
+        .unwrap()
+        .success());
+    drop(s);
+    let delivered_before = rx.got.lock().len();
+
+    let s = Server::start(&dir, &[]);
+    let last = s.get("/v1/events?after=0&limit=1000").await.ok(200)["next"]
+        .as_u64()
+        .unwrap();
+    let mut all = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = s
+            .get(&format!("/v1/events?after={after}&limit=1000"))
+            .await
+            .ok(200);
+        let evs = page["events"].as_array().unwrap().clone();
+        if evs.is_empty() {
+            break;
+        }
+        all.extend(evs.iter().map(|e| e["seq"].as_u64().unwrap()));
+        after = page["next"].as_u64().unwrap();
+    }
+    assert!(all.len() as u64 >= last);
+    let n = all.len();
+    wait_until("every event delivered", 120, || async {
+        let got: std::collections::HashSet<u64> = rx.seqs().into_iter().collect();
+        got.len() >= n
+    })
+    .await;
+    let got: std::collections::HashSet<u64> = rx.seqs().into_iter().collect();
+    for seq in &all {
+        assert!(got.contains(seq), "event {seq} was never delivered");
+    }
+    assert!(
+        delivered_before < n,
+        "the kill came after delivery had finished"
+    );
+}
+
+/// Reads SSE frames as (id, event, data) until `stop` says so or the stream ends.
+async fn read_sse(
+    resp: reqwest::Response,
+    mut stop: impl FnMut(&(Option<u64>, String, String)) -> bool,
+) -> Vec<(Option<u64>, String, String)> {
+    let mut out = Vec::new();
+    let mut buf = String::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else { break };
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let frame: String = buf.drain(..end + 2).collect();
+            let (mut id, mut ev, mut data) = (None, String::new(), String::new());
+            for line in frame.lines() {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = v.parse().ok();
+                } else if let Some(v) = line.strip_prefix("event: ") {
+                    ev = v.to_owned();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = v.to_owned();
+                }
+            }
+            if ev.is_empty() {
+                continue; // heartbeat comment
+            }
+            let f = (id, ev, data);
+            let done = stop(&f);
+            out.push(f);
+            if done {
+                return out;
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_feed_resumes_without_gap_or_repeat_and_cuts_off_a_slow_reader() {
+    let (t, dir) = tempdir();
+    let s = Arc::new(Server::start(
+        &dir,
+        &["--sse-buffer", "16", "--sse-slow-timeout", "300ms"],
+    ));
+    s.create_sku("FEED-1", 1_000_000).await.ok(201);
+    place_many(&s, "FEED-1", 300, 16).await;
+    let last = s.get("/v1/events?after=0&limit=1000").await.ok(200)["next"]
+        .as_u64()
+        .unwrap();
+    assert!(last > 600);
+
+    // Read half, hang up, resume with Last-Event-ID.
+    let half = last / 2;
+    let first = read_sse(
+        s.req(reqwest::Method::GET, "/v1/events/live?after=0")
+            .send()
+            .await
+            .unwrap(),
+        |f| f.0 == Some(half),
+    )
+    .await;
+    let second = read_sse(
+        s.req(reqwest::Method::GET, "/v1/events/live")
+            .header("Last-Event-ID", half.to_string())
+            .send()
+            .await
+            .unwrap(),
+        |f| f.0 == Some(last),
+    )
+    .await;
+    let ids: Vec<u64> = first.iter().chain(&second).map(|f| f.0.unwrap()).collect();
+    assert_eq!(ids, (1..=last).collect::<Vec<_>>(), "gap or repeat");
+    let v: Value = serde_json::from_str(&second[0].2).unwrap();
+    assert_eq!(v["seq"], half + 1);
+    assert_eq!(second[0].1, v["type"].as_str().unwrap());
+
+    // A reader that does not read: many more events than socket buffers hold.
+    let (code, _) = bench(&[
+        "flash-sale",
+        "--url",
+        &s.base,
+        "--setup",
+        "--prefix",
+        "SLOW",
+        "--stock",
+        "1000000",
+        "--requests",
+        "15000",
+        "--concurrency",
+        "32",
+    ]);
+    assert_eq!(code, 0);
+    let _ = t;
+    let slow = s
+        .req(reqwest::Method::GET, "/v1/events/live?after=0")
+        .send()
+        .await
+        .unwrap();
+    wait_until("the slow reader to be cut off", 120, || async {
+        s.get("/metrics")
+            .await
+            .text
+            .contains("ordo_sse_cutoffs_total 1")
+    })
+    .await;
+    let frames = read_sse(slow, |_| false).await;
+    let (cut, rest) = frames.split_last().unwrap();
+    assert_eq!(cut.1, "cutoff", "{:?}", cut);
+    let resume = serde_json::from_str::<Value>(&cut.2).unwrap()["resume_after"]
+        .as_u64()
+        .unwrap();
+    let got: Vec<u64> = rest.iter().map(|f| f.0.unwrap()).collect();
+    assert_eq!(got, (1..=resume).collect::<Vec<_>>());
+    // Resuming from the cut-off point continues with the next event.
+    let again = read_sse(
+        s.req(
+            reqwest::Method::GET,
+            &format!("/v1/events/live?after={resume}"),
+        )
+        .send()
+        .await
+        .unwrap(),
+        |_| true,
+    )
+    .await;
+    assert_eq!(again[0].0, Some(resume + 1));
+    assert!(s.get("/metrics").await.text.contains("ordo_sse_readers"));
+}

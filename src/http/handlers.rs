@@ -140,6 +140,10 @@ pub struct EventPageQuery {
     pub limit: Option<usize>,
     /// Only this stream, `sku/{sku}` or `order/{id}`.
     pub stream: Option<String>,
+    /// Only these event types (comma-separated SPEC names).
+    #[serde(rename = "type")]
+    #[param(rename = "type")]
+    pub event_type: Option<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
@@ -205,7 +209,7 @@ fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     })
 }
 
-async fn json_body<T: DeserializeOwned>(
+pub(crate) async fn json_body<T: DeserializeOwned>(
     state: &AppState,
     req: &HttpRequest,
     payload: web::Payload,
@@ -652,13 +656,55 @@ pub async fn list_events(
             return Err(ApiError::invalid(format!("{s:?} is not a stream name")));
         }
     }
+    let types: Option<Vec<String>> = match &q.event_type {
+        None => None,
+        Some(t) => {
+            let v: Vec<String> = t.split(',').map(|s| s.trim().to_owned()).collect();
+            if let Some(bad) = v
+                .iter()
+                .find(|t| !super::webhooks::EVENT_TYPES.contains(&t.as_str()))
+            {
+                return Err(ApiError::invalid(format!("unknown event type `{bad}`")));
+            }
+            Some(v)
+        }
+    };
     let engine = state.engine()?;
     let stream = q.stream.clone();
-    let records = web::block(move || engine.read_events(after, limit, stream.as_deref()))
-        .await
-        .map_err(|e| ApiError::new(ProblemType::Internal, e.to_string()))??;
-    let next = records.last().map(|r| r.seq).unwrap_or(after);
-    let events = records.iter().map(crate::event_json).collect();
+    // With a type filter, scan at most this many events per page (the cursor still
+    // advances past what was scanned, so paging never stalls).
+    let scan_budget = if types.is_some() { 10_000 } else { limit };
+    let (events, next) = web::block(
+        move || -> Result<(Vec<serde_json::Value>, u64), EngineError> {
+            let mut out = Vec::new();
+            let mut cursor = after;
+            let mut scanned = 0;
+            let durable = engine.journal().durable_seq();
+            while out.len() < limit && scanned < scan_budget {
+                let want = (scan_budget - scanned).min(1000);
+                let records = engine.read_events(cursor, want, stream.as_deref())?;
+                if records.is_empty() {
+                    break;
+                }
+                for r in &records {
+                    if r.seq > durable || out.len() >= limit {
+                        return Ok((out, cursor));
+                    }
+                    cursor = r.seq;
+                    scanned += 1;
+                    if types
+                        .as_ref()
+                        .is_none_or(|t| t.iter().any(|t| *t == *r.event_type))
+                    {
+                        out.push(crate::event_json(r));
+                    }
+                }
+            }
+            Ok((out, cursor))
+        },
+    )
+    .await
+    .map_err(|e| ApiError::new(ProblemType::Internal, e.to_string()))??;
     Ok(HttpResponse::Ok().json(EventPage { events, next }))
 }
 
@@ -692,9 +738,13 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let engine = state.engine.get();
     let ready = state.engine().is_ok();
     let callers = state.limiter.as_ref().map_or(0, |l| l.callers());
+    let mut text = state.metrics.render(engine, ready, callers);
+    if let Some(h) = state.webhooks.get() {
+        h.render_metrics(&mut text);
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(state.metrics.render(engine, ready, callers))
+        .body(text)
 }
 
 /// This document.
@@ -758,6 +808,37 @@ pub fn register<R: Routes>(r: &mut R) {
     r.add(Method::POST, "/v1/orders/{id}/cancel", cancel);
     r.add(Method::POST, "/v1/orders/{id}/shipment", ship);
     r.add(Method::GET, "/v1/events", list_events);
+    r.add(Method::GET, "/v1/events/live", super::feed::live_events);
+    r.add(
+        Method::POST,
+        "/v1/subscriptions",
+        super::feed::create_subscription,
+    );
+    r.add(
+        Method::GET,
+        "/v1/subscriptions",
+        super::feed::list_subscriptions,
+    );
+    r.add(
+        Method::GET,
+        "/v1/subscriptions/{id}",
+        super::feed::get_subscription,
+    );
+    r.add(
+        Method::DELETE,
+        "/v1/subscriptions/{id}",
+        super::feed::delete_subscription,
+    );
+    r.add(
+        Method::GET,
+        "/v1/subscriptions/{id}/dead-letters",
+        super::feed::dead_letters,
+    );
+    r.add(
+        Method::POST,
+        "/v1/subscriptions/{id}/dead-letters/redrive",
+        super::feed::redrive,
+    );
     r.add(Method::GET, "/healthz", healthz);
     r.add(Method::GET, "/readyz", readyz);
     r.add(Method::GET, "/metrics", metrics);

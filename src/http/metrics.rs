@@ -32,6 +32,8 @@ pub struct HttpMetrics {
     latency: DashMap<String, Histogram>,
     pub rate_limited: AtomicU64,
     pub idempotent_replays: AtomicU64,
+    pub sse_readers: AtomicU64,
+    pub sse_cutoffs: AtomicU64,
 }
 
 impl HttpMetrics {
@@ -151,6 +153,24 @@ impl HttpMetrics {
             out,
             "ordo_idempotent_replays_total {}",
             self.idempotent_replays.load(Relaxed)
+        );
+        head(
+            &mut out,
+            "ordo_sse_readers",
+            "gauge",
+            "Live-feed (SSE) readers connected.",
+        );
+        let _ = writeln!(out, "ordo_sse_readers {}", self.sse_readers.load(Relaxed));
+        head(
+            &mut out,
+            "ordo_sse_cutoffs_total",
+            "counter",
+            "Live-feed readers cut off for falling behind their buffer.",
+        );
+        let _ = writeln!(
+            out,
+            "ordo_sse_cutoffs_total {}",
+            self.sse_cutoffs.load(Relaxed)
         );
         head(
             &mut out,

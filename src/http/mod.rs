@@ -11,11 +11,13 @@
 pub mod answer;
 pub mod caller;
 pub mod error;
+pub mod feed;
 pub mod handlers;
 pub mod idempotency;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
+pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -35,6 +37,8 @@ use error::{ApiError, ProblemType};
 pub struct AppState {
     /// Set once recovery has finished.
     pub engine: OnceLock<Engine>,
+    /// Set once the webhook deliveries have started (right after recovery).
+    pub webhooks: OnceLock<Arc<webhooks::Webhooks>>,
     pub settings: Settings,
     pub tokens: Tokens,
     pub limiter: Option<ratelimit::RateLimiter>,
@@ -49,6 +53,7 @@ impl AppState {
     pub fn new(settings: Settings) -> AppState {
         AppState {
             engine: OnceLock::new(),
+            webhooks: OnceLock::new(),
             tokens: Tokens::new(&settings.tokens),
             limiter: ratelimit::RateLimiter::new(settings.rate_limit, settings.rate_burst),
             metrics: metrics::HttpMetrics::default(),
@@ -196,6 +201,16 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             return Err(anyhow::anyhow!("recovery thread failed: {e}"));
         }
     };
+    let hooks = webhooks::Webhooks::start(
+        engine.clone(),
+        webhooks::WebhookConfig {
+            max_attempts: state.settings.webhook_max_attempts,
+            timeout: state.settings.webhook_timeout,
+            backoff_base: state.settings.webhook_backoff,
+            backoff_max: state.settings.webhook_backoff_max,
+        },
+    )?;
+    let _ = state.webhooks.set(hooks);
     let _ = state.engine.set(engine.clone());
     tracing::info!(%addr, recovered_in_ms = started.elapsed().as_millis() as u64, "ready");
 

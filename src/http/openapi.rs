@@ -34,20 +34,26 @@ impl Modify for BearerAuth {
     ),
     paths(
         put_sku, get_sku, list_skus, adjust_stock, create_order, get_order, pay, cancel, ship,
-        list_events, healthz, readyz, metrics, openapi
+        list_events, healthz, readyz, metrics, openapi,
+        super::feed::live_events, super::feed::create_subscription,
+        super::feed::list_subscriptions, super::feed::get_subscription,
+        super::feed::delete_subscription, super::feed::dead_letters, super::feed::redrive
     ),
     components(schemas(
         Problem, ProblemType, PutSkuBody, StockAdjustmentBody, CreateOrderBody, LineBody,
         PaymentBody, CancelBody, ShipmentBody, SkuPage, EventPage, EventJson, Health,
         ordo_actors::SkuView, ordo_actors::OrderView, ordo_actors::Status,
         ordo_actors::PaymentOutcome, ordo_actors::ShipmentStep,
-        ordo_actors::domain::order::OrderLine, ordo_actors::domain::order::HistoryEntry
+        ordo_actors::domain::order::OrderLine, ordo_actors::domain::order::HistoryEntry,
+        super::webhooks::CreateSubscription, super::webhooks::SubscriptionView,
+        super::webhooks::DeadLetter, super::webhooks::OnFailure, super::feed::Redriven
     )),
     modifiers(&BearerAuth),
     tags(
         (name = "skus", description = "Catalogue and stock"),
         (name = "orders", description = "The order saga"),
-        (name = "events", description = "The event log"),
+        (name = "events", description = "The event log and its live feed"),
+        (name = "subscriptions", description = "Webhooks: signed, ordered, at-least-once deliveries with retries and dead letters"),
         (name = "operations", description = "Health, readiness, metrics, this document")
     )
 )]

@@ -579,6 +579,28 @@ impl Store {
         Ok(())
     }
 
+    /// Deletes a `meta` record.
+    pub fn delete_meta(&self, key: &str) -> Result<()> {
+        self.db
+            .delete_cf_opt(self.cf(CF_META), key.as_bytes(), &self.write_opts())?;
+        Ok(())
+    }
+
+    /// Every `meta` record whose key starts with `prefix`, in key order.
+    pub fn scan_meta(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>> {
+        let cf = self.cf(CF_META);
+        let mut out = Vec::new();
+        let mode = IteratorMode::From(prefix.as_bytes(), rocksdb::Direction::Forward);
+        for item in self.db.iterator_cf(cf, mode) {
+            let (k, v) = item?;
+            if !k.starts_with(prefix.as_bytes()) {
+                break;
+            }
+            out.push((String::from_utf8_lossy(&k).into_owned(), v.to_vec()));
+        }
+        Ok(out)
+    }
+
     /// Flushes memtables and syncs the WAL (clean shutdown).
     pub fn flush(&self) -> Result<()> {
         if self.durability != Durability::Memory {
