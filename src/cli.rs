@@ -42,6 +42,16 @@ pub enum Command {
         /// Only this stream (`sku/{sku}` or `order/{id}`).
         #[arg(long)]
         stream: Option<String>,
+        /// Keep following new events from a running server's live feed (needs --url;
+        /// the server holds the data dir). Resumes by itself after a disconnect.
+        #[arg(long, requires = "url")]
+        follow: bool,
+        /// The server to follow, e.g. http://127.0.0.1:8080.
+        #[arg(long)]
+        url: Option<String>,
+        /// Bearer token (admin) for --url.
+        #[arg(long, env = "ORDO_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
 }
 
@@ -60,7 +70,13 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             data_dir,
             after,
             stream,
-        } => events(&data_dir, after, stream.as_deref()),
+            follow,
+            url,
+            token,
+        } => match (follow, url) {
+            (true, Some(url)) => follow_feed(&url, token.as_deref(), after, stream.as_deref()),
+            _ => events(&data_dir, after, stream.as_deref()),
+        },
     }
 }
 
@@ -146,4 +162,87 @@ fn events(dir: &std::path::Path, after: u64, stream: Option<&str>) -> anyhow::Re
     }
     out.flush()?;
     Ok(0)
+}
+
+/// `ordo events --follow --url`: the server's live feed as JSON lines, resuming with
+/// `Last-Event-ID` after a cut-off or a lost connection.
+fn follow_feed(
+    url: &str,
+    token: Option<&str>,
+    after: u64,
+    stream: Option<&str>,
+) -> anyhow::Result<i32> {
+    use futures::StreamExt;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let client = reqwest::Client::new();
+        let base = url.trim_end_matches('/');
+        let mut last = after;
+        let mut out = std::io::stdout().lock();
+        let mut backoff = std::time::Duration::from_millis(200);
+        loop {
+            let mut req = client
+                .get(format!("{base}/v1/events/live"))
+                .header("Last-Event-ID", last.to_string());
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            let resp = match req.send().await {
+                Ok(r) if r.status().is_success() => r,
+                Ok(r) if r.status().is_client_error() => {
+                    anyhow::bail!(
+                        "{base} answered {}: {}",
+                        r.status(),
+                        r.text().await.unwrap_or_default()
+                    );
+                }
+                Ok(r) => {
+                    tracing::warn!(status = %r.status(), "live feed unavailable; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot reach the live feed; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
+                    continue;
+                }
+            };
+            backoff = std::time::Duration::from_millis(200);
+            let mut body = resp.bytes_stream();
+            let mut buf = String::new();
+            while let Some(chunk) = body.next().await {
+                let Ok(chunk) = chunk else { break };
+                buf.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buf.find("\n\n") {
+                    let frame: String = buf.drain(..end + 2).collect();
+                    let mut id = None;
+                    let mut data = None;
+                    for line in frame.lines() {
+                        if let Some(v) = line.strip_prefix("id: ") {
+                            id = v.parse::<u64>().ok();
+                        } else if let Some(v) = line.strip_prefix("data: ") {
+                            data = Some(v.to_owned());
+                        }
+                    }
+                    if let (Some(id), Some(data)) = (id, data) {
+                        last = id;
+                        let wanted = match stream {
+                            Some(s) => serde_json::from_str::<serde_json::Value>(&data)
+                                .is_ok_and(|v| v["stream"] == s),
+                            None => true,
+                        };
+                        if wanted {
+                            writeln!(out, "{data}")?;
+                            out.flush()?;
+                        }
+                    }
+                }
+            }
+            // Cut off or disconnected: resume after the last event printed.
+        }
+    })
 }

@@ -1665,5 +1665,22 @@ async fn the_live_feed_resumes_without_gap_or_repeat_and_cuts_off_a_slow_reader(
     )
     .await;
     assert_eq!(again[0].0, Some(resume + 1));
+
+    // `ordo events --follow` prints the feed as JSON lines from where it is told.
+    let mut follow = Command::new(BIN)
+        .args(["events", "--follow", "--url", &s.base, "--after", "10"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines: Vec<Value> = BufReader::new(follow.stdout.take().unwrap())
+        .lines()
+        .take(5)
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect();
+    let _ = follow.kill();
+    let _ = follow.wait();
+    let seqs: Vec<u64> = lines.iter().map(|v| v["seq"].as_u64().unwrap()).collect();
+    assert_eq!(seqs, vec![11, 12, 13, 14, 15]);
     assert!(s.get("/metrics").await.text.contains("ordo_sse_readers"));
 }
