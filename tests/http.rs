@@ -941,9 +941,17 @@ async fn sigkill_mid_load_loses_no_acknowledged_write() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_during_load_exits_zero_and_keeps_every_acknowledged_write() {
     let (_t, dir) = tempdir();
-    let s = Arc::new(Server::start(&dir, &[]));
+    // A long shutdown timeout: an open live-feed stream must end by itself on SIGTERM,
+    // not hold the shutdown until the timeout.
+    let s = Arc::new(Server::start(&dir, &["--shutdown-timeout", "600s"]));
     s.create_sku("LOAD-1", 100_000).await.ok(201);
     s.create_sku("LOAD-2", 100_000).await.ok(201);
+    let feed = s
+        .req(reqwest::Method::GET, "/v1/events/live?after=0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(feed.status(), 200);
     let load = tokio::spawn(mixed_load(s.clone(), 16, usize::MAX));
     loop {
         let e = s.get("/v1/events?after=0&limit=500").await;
@@ -960,8 +968,16 @@ async fn sigterm_during_load_exits_zero_and_keeps_every_acknowledged_write() {
         .success());
     let acked = load.await.unwrap();
     let mut s = Arc::try_unwrap(s).ok().expect("load finished");
-    let status = s.child.wait().unwrap();
+    let mut status = None;
+    wait_until("the server to exit", 60, || {
+        status = s.child.try_wait().unwrap();
+        let done = status.is_some();
+        async move { done }
+    })
+    .await;
+    let status = status.unwrap();
     assert!(status.success(), "exit status {status}");
+    drop(feed);
     drop(s);
 
     let (ok, report) = verify(&dir);

@@ -68,7 +68,7 @@ pub async fn live_events(
     let st = state.clone();
     st.metrics.sse_readers.fetch_add(1, Relaxed);
     actix_web::rt::spawn(async move {
-        follow(&engine, tx, start, heartbeat, slow, &cut_w).await;
+        follow(&st, &engine, tx, start, heartbeat, slow, &cut_w).await;
         if cut_w.load(Relaxed) != u64::MAX {
             st.metrics.sse_cutoffs.fetch_add(1, Relaxed);
         }
@@ -102,6 +102,7 @@ pub async fn live_events(
 /// Follows the log from `start` into `tx` until the reader goes away or falls behind
 /// (then `cut` holds the last seq it was given).
 async fn follow(
+    state: &AppState,
     engine: &ordo_actors::Engine,
     tx: tokio::sync::mpsc::Sender<Bytes>,
     start: u64,
@@ -113,6 +114,9 @@ async fn follow(
     let mut watch = journal.subscribe();
     let mut cursor = start;
     loop {
+        if state.stopping.load(Relaxed) {
+            return; // the server is shutting down: end the stream
+        }
         let durable = journal.durable_seq();
         if cursor < durable {
             let e = engine.clone();
@@ -146,6 +150,7 @@ async fn follow(
         tokio::select! {
             _ = watch.changed() => {}
             _ = tx.closed() => return,
+            _ = state.shutdown.notified() => return,
             _ = tokio::time::sleep(heartbeat) => {
                 match tx.try_send(Bytes::from_static(b": heartbeat\n\n")) {
                     Ok(()) => {}

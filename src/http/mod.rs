@@ -47,6 +47,8 @@ pub struct AppState {
     pub idem_locks: DashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>>,
     /// Set when shutdown begins: writes are refused from then on.
     pub stopping: std::sync::atomic::AtomicBool,
+    /// Wakes long-lived streams (the live feed) so they end when shutdown begins.
+    pub shutdown: tokio::sync::Notify,
 }
 
 impl AppState {
@@ -59,6 +61,7 @@ impl AppState {
             metrics: metrics::HttpMetrics::default(),
             idem_locks: DashMap::new(),
             stopping: std::sync::atomic::AtomicBool::new(false),
+            shutdown: tokio::sync::Notify::new(),
             settings,
         }
     }
@@ -221,6 +224,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     state
         .stopping
         .store(true, std::sync::atomic::Ordering::Release);
+    state.shutdown.notify_waiters();
     handle.stop(true).await;
     let _ = server_task.await;
     tracing::info!("requests finished; checkpointing and flushing the journal");

@@ -509,6 +509,9 @@ impl Webhooks {
                     }
                 }
                 h.cursor.store(r.seq, Relaxed);
+                if h.deleted.load(Relaxed) {
+                    return;
+                }
                 if wanted || r.seq % 256 == 0 {
                     if let Err(e) = store.put_meta(&cursor_key(&h.sub.id), &r.seq.to_be_bytes()) {
                         tracing::error!(error = %e, "storing a webhook cursor");
@@ -517,6 +520,9 @@ impl Webhooks {
                 if h.paused.load(Relaxed) {
                     break;
                 }
+            }
+            if h.deleted.load(Relaxed) {
+                return;
             }
             let c = h.cursor.load(Relaxed);
             let _ = store.put_meta(&cursor_key(&h.sub.id), &c.to_be_bytes());
