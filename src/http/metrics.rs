@@ -260,6 +260,17 @@ fn engine_metrics(out: &mut String, engine: &Engine) {
         head(out, name, kind, help);
         let _ = writeln!(out, "{name} {}", v.load(Relaxed));
     }
+    head(
+        out,
+        "ordo_pending_orders_without_actor",
+        "gauge",
+        "PENDING orders kept as a deadline only (activated on use or at their deadline).",
+    );
+    let _ = writeln!(
+        out,
+        "ordo_pending_orders_without_actor {}",
+        engine.pending_without_actor()
+    );
     let j = engine.journal();
     let s = j.stats();
     head(

@@ -7,6 +7,7 @@
 //! any executor (or `futures::executor::block_on`) can drive.
 
 pub mod config;
+mod deadlines;
 pub mod error;
 mod order_actor;
 mod recovery;
@@ -86,6 +87,8 @@ pub(crate) struct Inner {
     /// SKU codes in order, for paging the catalogue.
     sku_index: RwLock<BTreeSet<String>>,
     pub(crate) orders: DashMap<String, Addr<OrderActor>>,
+    /// PENDING orders without an actor (see `deadlines`).
+    pub(crate) deadlines: deadlines::Deadlines,
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: AtomicUsize,
     pub(crate) metrics: EngineMetrics,
@@ -256,6 +259,8 @@ impl Inner {
 
     fn start_order(self: &Arc<Self>, state: Order) -> Addr<OrderActor> {
         let id = state.id.clone();
+        // The actor keeps its own expiry timer from here on.
+        self.deadlines.remove(&id);
         let engine = self.clone();
         let mut slot = self.orders.entry(id).or_insert_with(|| {
             let actor = OrderActor::new(state.clone(), engine.clone());
@@ -328,6 +333,7 @@ impl Engine {
             skus: DashMap::new(),
             sku_index: RwLock::new(BTreeSet::new()),
             orders: DashMap::new(),
+            deadlines: deadlines::Deadlines::default(),
             arbiters,
             next_arbiter: AtomicUsize::new(0),
             metrics: EngineMetrics::default(),
@@ -344,6 +350,7 @@ impl Engine {
         };
         engine.start_recovered(recovered)?;
         engine.spawn_checkpointer();
+        engine.spawn_deadline_driver();
         Ok(engine)
     }
 
@@ -370,12 +377,47 @@ impl Engine {
         }
         for (state, restored) in rec.orders {
             let redrive = matches!(state.status, Some(Status::Paid)) || state.needs_restore();
-            let addr = inner.start_order(state);
             if redrive {
+                let addr = inner.start_order(state);
                 addr.do_send(OrderReq::Redrive { restored });
+            } else if state.status == Some(Status::Pending)
+                && !inner.deadlines.insert(&state.id, state.expires_at_ms)
+            {
+                inner.start_order(state);
             }
+            // Other live orders (CONFIRMED, shipping) are activated from the log on use.
         }
         Ok(())
+    }
+
+    /// Activates PENDING orders without an actor when their deadline passes; the actor's
+    /// own timer then expires them.
+    fn spawn_deadline_driver(&self) {
+        let weak = Arc::downgrade(&self.inner);
+        self.inner.arbiters[0].spawn(async move {
+            loop {
+                let wait = match weak.upgrade() {
+                    Some(inner) => {
+                        let now = ordo_storage::now_ms();
+                        inner
+                            .deadlines
+                            .next()
+                            .map_or(200, |at| at.saturating_sub(now).min(200))
+                    }
+                    None => break,
+                };
+                actix_rt::time::sleep(Duration::from_millis(wait.max(1))).await;
+                let Some(inner) = weak.upgrade() else { break };
+                if inner.shut_down.load(Ordering::Acquire) {
+                    break;
+                }
+                for id in inner.deadlines.take_due(ordo_storage::now_ms(), 4096) {
+                    if let Err(e) = inner.order_addr(&id) {
+                        tracing::error!(order = %id, error = %e, "cannot activate an order at its deadline");
+                    }
+                }
+            }
+        });
     }
 
     fn spawn_checkpointer(&self) {
@@ -694,7 +736,10 @@ impl Engine {
         match failure {
             None => {
                 inner.metrics.orders_pending.fetch_add(1, Ordering::Relaxed);
-                inner.start_order(state);
+                // No actor until something happens to the order (see `deadlines`).
+                if !inner.deadlines.insert(&state.id, state.expires_at_ms) {
+                    inner.start_order(state);
+                }
                 Ok(view)
             }
             Some(reason) => {
@@ -821,6 +866,12 @@ impl Engine {
     /// The journal (for the durable seq watch, stats).
     pub fn journal(&self) -> &Journal {
         &self.inner.journal
+    }
+
+    /// PENDING orders waiting for payment without an actor (activated on use or at their
+    /// deadline).
+    pub fn pending_without_actor(&self) -> usize {
+        self.inner.deadlines.len()
     }
 
     pub fn metrics(&self) -> &EngineMetrics {
