@@ -1134,3 +1134,73 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn pending_orders_without_actors_survive_a_checkpointed_restart_and_still_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), Durability::Sync);
+    cfg.reservation_ttl = Duration::from_millis(2_500);
+    let engine = Engine::open(cfg.clone()).unwrap();
+    block_on(engine.upsert_sku(sku("A", 10, 100), None)).unwrap();
+    block_on(engine.upsert_sku(sku("B", 10, 100), None)).unwrap();
+    let mut ids = Vec::new();
+    for c in ["p1", "p2", "p3"] {
+        ids.push(
+            block_on(engine.place_order(order(c, &[("A", 1), ("B", 2)]), None))
+                .unwrap()
+                .id,
+        );
+    }
+    assert_eq!(
+        engine.pending_without_actor(),
+        3,
+        "placed orders wait without actors"
+    );
+    // One is paid before the restart (activated, leaves the table).
+    let paid = block_on(engine.get_order(&ids[0])).unwrap();
+    block_on(engine.pay(
+        &ids[0],
+        "pay-1",
+        PaymentOutcome::Succeeded,
+        paid.total_minor,
+        None,
+    ))
+    .unwrap();
+    assert_eq!(engine.pending_without_actor(), 2);
+    block_on(engine.shutdown()).unwrap();
+    drop(engine);
+
+    // The clean shutdown's checkpoint carries the table; the restart takes it back.
+    let engine = Engine::open(cfg).unwrap();
+    assert_eq!(engine.pending_without_actor(), 2);
+    assert_eq!(
+        block_on(engine.get_order(&ids[0])).unwrap().status,
+        Status::Confirmed
+    );
+    // Their deadlines still fire: the stock comes back, the paid order keeps its units.
+    assert!(eventually(|| ids[1..].iter().all(|id| block_on(
+        engine.get_order(id)
+    )
+    .unwrap()
+    .status
+        == Status::Cancelled)));
+    assert!(eventually(|| {
+        let (a, b) = (
+            block_on(engine.get_sku("A")).unwrap(),
+            block_on(engine.get_sku("B")).unwrap(),
+        );
+        (
+            a.available,
+            a.reserved,
+            a.sold,
+            b.available,
+            b.reserved,
+            b.sold,
+        ) == (9, 0, 1, 8, 0, 2)
+    }));
+    assert_eq!(engine.pending_without_actor(), 0);
+    block_on(engine.shutdown()).unwrap();
+    drop(engine);
+    let report = verify_dir(dir.path());
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+}

@@ -75,6 +75,29 @@ impl Deadlines {
     pub(crate) fn len(&self) -> usize {
         self.table.lock().by_id.len()
     }
+
+    /// The table as bytes for a checkpoint: (ULID, deadline) pairs, 24 bytes each.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let t = self.table.lock();
+        let mut out = Vec::with_capacity(t.by_id.len() * 24);
+        for (id, at) in &t.by_id {
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&at.to_be_bytes());
+        }
+        out
+    }
+}
+
+/// Reads what [`Deadlines::encode`] wrote: order id → deadline.
+pub(crate) fn decode(bytes: &[u8]) -> HashMap<String, u64> {
+    bytes
+        .chunks_exact(24)
+        .filter_map(|c| {
+            let id = u128::from_be_bytes(c[..16].try_into().ok()?);
+            let at = u64::from_be_bytes(c[16..].try_into().ok()?);
+            Some((ulid::Ulid(id).to_string(), at))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -95,6 +118,9 @@ mod tests {
         assert_eq!(d.take_due(25, 10), vec![ids[1].clone()]);
         assert_eq!(d.take_due(25, 10), Vec::<String>::new());
         assert_eq!(d.len(), 1);
+        let back = decode(&d.encode());
+        assert_eq!(back.get(&ids[2]), Some(&40));
+        assert_eq!(back.len(), 1);
         assert_eq!(d.take_due(100, 10), vec![ids[2].clone()]);
         assert_eq!(d.len(), 0);
     }

@@ -7,7 +7,7 @@
 //! any executor (or `futures::executor::block_on`) can drive.
 
 pub mod config;
-mod deadlines;
+pub(crate) mod deadlines;
 pub mod error;
 mod order_actor;
 mod recovery;
@@ -387,6 +387,9 @@ impl Engine {
             }
             // Other live orders (CONFIRMED, shipping) are activated from the log on use.
         }
+        for (id, at) in rec.lazy_pending {
+            inner.deadlines.insert(&id, at);
+        }
         Ok(())
     }
 
@@ -481,7 +484,12 @@ impl Engine {
             inner
                 .journal
                 .append(Append {
-                    meta: vec![(recovery::META_CHECKPOINT.into(), seq.to_be_bytes().to_vec())],
+                    meta: vec![
+                        (recovery::META_CHECKPOINT.into(), seq.to_be_bytes().to_vec()),
+                        // PENDING orders without an actor have no snapshot: recovery
+                        // takes them from here instead of reading each one's stream.
+                        (recovery::META_PENDING.into(), inner.deadlines.encode()),
+                    ],
                     ..Append::default()
                 })
                 .await?;

@@ -26,6 +26,8 @@ use crate::engine::order_actor::ORDER_SNAPSHOT_SCHEMA;
 use crate::engine::sku_actor::SKU_SNAPSHOT_SCHEMA;
 
 pub(crate) const META_CHECKPOINT: &str = "checkpoint";
+/// The checkpoint's table of PENDING orders without an actor (see `deadlines`).
+pub(crate) const META_PENDING: &str = "checkpoint/pending";
 
 /// Figures from one recovery.
 #[derive(Debug, Clone, Default)]
@@ -43,6 +45,8 @@ pub(crate) struct Recovered {
     pub orders: Vec<(Order, Vec<String>)>,
     /// (sku, order id) holds to release.
     pub orphan_holds: Vec<(String, String)>,
+    /// PENDING orders known from the checkpoint's table and untouched since: (id, deadline).
+    pub lazy_pending: Vec<(String, u64)>,
     pub stats: RecoveryStats,
 }
 
@@ -258,6 +262,20 @@ pub(crate) fn recover(store: &Store, ignore_snapshots: bool) -> EngineResult<Rec
         return Err(e);
     }
 
+    // PENDING orders that had no actor at the checkpoint. Every event of an order needs
+    // its actor, and activation takes the order out of the table, so an order in it had
+    // no event since its creation up to the checkpoint; anything later was replayed above
+    // and is in `orders`, which takes precedence.
+    let checkpoint_pending = if checkpoint > 0 {
+        store
+            .get_meta(META_PENDING)?
+            .map(|b| super::deadlines::decode(&b))
+            .unwrap_or_default()
+    } else {
+        HashMap::new()
+    };
+    let mut lazy_pending: HashMap<String, u64> = HashMap::new();
+
     // Holds must belong to a PENDING or PAID order; anything else is a crash's orphan.
     let mut orphan_holds = Vec::new();
     let mut extra_live: HashMap<String, Order> = HashMap::new();
@@ -265,6 +283,13 @@ pub(crate) fn recover(store: &Store, ignore_snapshots: bool) -> EngineResult<Rec
         for order_id in s.holds.keys() {
             let status = match orders.get(order_id).or_else(|| extra_live.get(order_id)) {
                 Some(o) => o.status,
+                None if checkpoint_pending.contains_key(order_id) => {
+                    if let Some(at) = checkpoint_pending.get(order_id) {
+                        // A multi-line order holds in several SKUs: keyed, so once.
+                        lazy_pending.insert(order_id.clone(), *at);
+                    }
+                    Some(Status::Pending)
+                }
                 None => {
                     let o = load_order(store, order_id)?;
                     let st = o.status;
@@ -306,6 +331,7 @@ pub(crate) fn recover(store: &Store, ignore_snapshots: bool) -> EngineResult<Rec
         skus,
         orders: live,
         orphan_holds,
+        lazy_pending: lazy_pending.into_iter().collect(),
         stats,
     })
 }
