@@ -25,6 +25,9 @@ pub struct EngineConfig {
     /// Orders that are CONFIRMED or later and idle this long are passivated (reloaded
     /// from the log on next use). PENDING orders stay live for their expiry timer.
     pub order_idle_timeout: Duration,
+    /// SKUs with no holds and no requests for this long are passivated (snapshot, stop;
+    /// activated again on the next request).
+    pub sku_idle_timeout: Duration,
     /// Recovery ignores snapshots and checkpoints and replays the whole log (for
     /// checking that both paths agree, and to recover from damaged snapshots).
     pub ignore_snapshots: bool,
@@ -43,6 +46,7 @@ impl Default for EngineConfig {
                 .map(|n| n.get())
                 .unwrap_or(2),
             order_idle_timeout: Duration::from_secs(60),
+            sku_idle_timeout: Duration::from_secs(300),
             ignore_snapshots: false,
         }
     }

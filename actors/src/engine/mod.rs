@@ -55,7 +55,8 @@ pub struct EngineMetrics {
     pub refunds_requested: AtomicU64,
     pub overloaded: AtomicU64,
     pub live_orders: AtomicU64,
-    pub live_skus: AtomicU64,
+    /// Shared with the SKU actors, which count themselves out when they passivate.
+    pub live_skus: Arc<AtomicU64>,
     pub checkpoints: AtomicU64,
     pub snapshot_decode_failures: AtomicU64,
 }
@@ -83,7 +84,8 @@ pub(crate) struct Inner {
     pub(crate) config: EngineConfig,
     pub(crate) store: Arc<Store>,
     pub(crate) journal: Journal,
-    skus: DashMap<String, Addr<SkuActor>>,
+    /// Live SKU actors (an `Arc`: an actor removes itself when it passivates).
+    skus: Arc<DashMap<String, Addr<SkuActor>>>,
     /// SKU codes in order, for paging the catalogue.
     sku_index: RwLock<BTreeSet<String>>,
     pub(crate) orders: DashMap<String, Addr<OrderActor>>,
@@ -149,11 +151,6 @@ fn start_runtime(workers: usize) -> EngineResult<(Runtime, Vec<ArbiterHandle>)> 
     ))
 }
 
-async fn recv<T>(rx: oneshot::Receiver<T>) -> EngineResult<T> {
-    rx.await
-        .map_err(|_| EngineError::Unavailable("actor stopped before answering".into()))
-}
-
 impl Inner {
     fn arbiter(&self) -> &ArbiterHandle {
         let i = self.next_arbiter.fetch_add(1, Ordering::Relaxed) % self.arbiters.len();
@@ -179,6 +176,9 @@ impl Inner {
             self.journal.clone(),
             self.config.sku_mailbox,
             self.config.snapshot_every,
+            self.skus.clone(),
+            self.config.sku_idle_timeout,
+            self.metrics.live_skus.clone(),
         );
         let addr = SkuActor::start_in_arbiter(self.arbiter(), move |_| actor);
         self.metrics.live_skus.fetch_add(1, Ordering::Relaxed);
@@ -188,7 +188,33 @@ impl Inner {
     /// The SKU's actor; with `create`, one is started for an unregistered SKU too.
     fn sku_addr(&self, sku: &str, create: bool) -> EngineResult<Addr<SkuActor>> {
         if let Some(a) = self.skus.get(sku) {
-            return Ok(a.clone());
+            if a.connected() {
+                return Ok(a.clone());
+            }
+        }
+        if self.sku_index.read().contains(sku) {
+            // Registered but passivated (or stopped): activate it from its snapshot and
+            // the stream after it. Its last events are durable: it waited for them before
+            // leaving the registry.
+            // The shard stays locked while the state loads, so two activations cannot
+            // race.
+            return match self.skus.entry(sku.to_owned()) {
+                dashmap::mapref::entry::Entry::Occupied(mut o) => {
+                    if o.get().connected() {
+                        return Ok(o.get().clone());
+                    }
+                    let state = recovery::load_sku(&self.store, sku)?;
+                    let addr = self.start_sku(sku, state);
+                    o.insert(addr.clone());
+                    Ok(addr)
+                }
+                dashmap::mapref::entry::Entry::Vacant(v) => {
+                    let state = recovery::load_sku(&self.store, sku)?;
+                    let addr = self.start_sku(sku, state);
+                    v.insert(addr.clone());
+                    Ok(addr)
+                }
+            };
         }
         if !create {
             return Err(DomainError::UnknownSku(sku.to_owned()).into());
@@ -211,17 +237,30 @@ impl Inner {
         durable: bool,
     ) -> EngineResult<SkuView> {
         let create = matches!(cmd, SkuCommand::Upsert { .. });
-        let addr = self.sku_addr(sku, create)?;
-        let (tx, rx) = oneshot::channel();
-        addr.send(SkuReq::Cmd {
-            cmd,
-            trace,
-            durable,
-            reply: tx,
-        })
-        .await
-        .map_err(|e| EngineError::Unavailable(format!("sku actor: {e}")))?;
-        recv(rx).await?
+        // Twice at most: the actor may passivate between lookup and delivery; a message
+        // it refused or dropped unanswered was not applied, so sending again is safe.
+        for attempt in 0..2 {
+            let addr = self.sku_addr(sku, create)?;
+            let (tx, rx) = oneshot::channel();
+            let sent = addr
+                .send(SkuReq::Cmd {
+                    cmd: cmd.clone(),
+                    trace: trace.clone(),
+                    durable,
+                    reply: tx,
+                })
+                .await;
+            match (sent, rx.await) {
+                (Ok(()), Ok(res)) => return res,
+                _ if attempt == 0 => {
+                    self.skus.remove_if(sku, |_, a| *a == addr);
+                }
+                _ => break,
+            }
+        }
+        Err(EngineError::Unavailable(format!(
+            "sku {sku} actor is restarting; retry"
+        )))
     }
 
     pub(crate) fn note_order_events(&self, events: &[OrderEvent]) {
@@ -330,7 +369,7 @@ impl Engine {
             config,
             store,
             journal,
-            skus: DashMap::new(),
+            skus: Arc::new(DashMap::new()),
             sku_index: RwLock::new(BTreeSet::new()),
             orders: DashMap::new(),
             deadlines: deadlines::Deadlines::default(),
@@ -553,12 +592,20 @@ impl Engine {
 
     pub async fn get_sku(&self, sku: &str) -> EngineResult<SkuView> {
         self.known_sku(sku)?;
-        let addr = self.inner.sku_addr(sku, false)?;
-        let (tx, rx) = oneshot::channel();
-        addr.send(SkuReq::Get { reply: tx })
-            .await
-            .map_err(|e| EngineError::Unavailable(format!("sku actor: {e}")))?;
-        recv(rx).await
+        for attempt in 0..2 {
+            let addr = self.inner.sku_addr(sku, false)?;
+            let (tx, rx) = oneshot::channel();
+            match (addr.send(SkuReq::Get { reply: tx }).await, rx.await) {
+                (Ok(()), Ok(v)) => return Ok(v),
+                _ if attempt == 0 => {
+                    self.inner.skus.remove_if(sku, |_, a| *a == addr);
+                }
+                _ => break,
+            }
+        }
+        Err(EngineError::Unavailable(format!(
+            "sku {sku} actor is restarting; retry"
+        )))
     }
 
     /// SKUs in code order after `after`, at most `limit`.
@@ -639,37 +686,62 @@ impl Engine {
         let mut failure: Option<DomainError> = None;
 
         for line in &req.lines {
-            let addr = match inner.sku_addr(&line.sku, false) {
-                Ok(a) if inner.sku_index.read().contains(&line.sku) => a,
-                Ok(_) | Err(_) => {
-                    inner.release_reserved(&order_id, &reserved).await;
-                    return Err(DomainError::UnknownSku(line.sku.clone()).into());
-                }
-            };
-            let (tx, rx) = oneshot::channel();
-            let msg = SkuReq::Reserve {
-                order_id: order_id.clone(),
-                customer_id: req.customer_id.clone(),
-                qty: line.qty,
-                currency: currency.clone(),
-                trace: trace.clone(),
-                reply: tx,
-            };
-            if let Err(e) = addr.try_send(msg) {
-                inner.release_reserved(&order_id, &reserved).await;
-                return Err(match e {
-                    SendError::Full(_) => {
+            // Twice at most: the SKU may passivate between lookup and delivery; a
+            // reservation it refused or dropped unanswered was not made.
+            let mut answer = None;
+            for _ in 0..2 {
+                let addr = match inner.sku_addr(&line.sku, false) {
+                    Ok(a) if inner.sku_index.read().contains(&line.sku) => a,
+                    Ok(_) | Err(EngineError::Domain(DomainError::UnknownSku(_))) => {
+                        inner.release_reserved(&order_id, &reserved).await;
+                        return Err(DomainError::UnknownSku(line.sku.clone()).into());
+                    }
+                    Err(e) => {
+                        inner.release_reserved(&order_id, &reserved).await;
+                        return Err(e);
+                    }
+                };
+                let (tx, rx) = oneshot::channel();
+                let msg = SkuReq::Reserve {
+                    order_id: order_id.clone(),
+                    customer_id: req.customer_id.clone(),
+                    qty: line.qty,
+                    currency: currency.clone(),
+                    trace: trace.clone(),
+                    reply: tx,
+                };
+                match addr.try_send(msg) {
+                    Ok(()) => {}
+                    Err(SendError::Full(_)) => {
+                        inner.release_reserved(&order_id, &reserved).await;
                         inner.metrics.overloaded.fetch_add(1, Ordering::Relaxed);
-                        EngineError::Overloaded {
+                        return Err(EngineError::Overloaded {
                             sku: line.sku.clone(),
-                        }
+                        });
                     }
-                    SendError::Closed(_) => {
-                        EngineError::Unavailable(format!("sku {} actor stopped", line.sku))
+                    Err(SendError::Closed(_)) => {
+                        inner.skus.remove_if(&line.sku, |_, a| *a == addr);
+                        continue;
                     }
-                });
+                }
+                match rx.await {
+                    Ok(r) => {
+                        answer = Some(r);
+                        break;
+                    }
+                    Err(_) => {
+                        inner.skus.remove_if(&line.sku, |_, a| *a == addr);
+                    }
+                }
             }
-            match recv(rx).await? {
+            let Some(answer) = answer else {
+                inner.release_reserved(&order_id, &reserved).await;
+                return Err(EngineError::Unavailable(format!(
+                    "sku {} actor is restarting; retry",
+                    line.sku
+                )));
+            };
+            match answer {
                 Ok((price, cur)) => {
                     currency.get_or_insert(cur);
                     reserved.push(line.sku.clone());

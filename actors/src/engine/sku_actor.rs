@@ -9,8 +9,10 @@
 //! append is durable, so are the reservations (one log, written in order).
 
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
+use dashmap::DashMap;
 use ordo_storage::{Append, AppendTicket, Journal, NewEvent, SnapshotWrite};
 use tokio::sync::oneshot;
 
@@ -60,15 +62,25 @@ pub(crate) struct SkuActor {
     mailbox: usize,
     snapshot_every: u64,
     since_snapshot: u64,
+    /// The registry, to leave it when passivating.
+    registry: Arc<DashMap<String, Addr<SkuActor>>>,
+    /// A SKU with no holds and no message for this long is passivated.
+    idle_timeout: Duration,
+    last_activity: Instant,
+    metrics_live: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl SkuActor {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         sku: &str,
         state: Sku,
         journal: Journal,
         mailbox: usize,
         snapshot_every: u64,
+        registry: Arc<DashMap<String, Addr<SkuActor>>>,
+        idle_timeout: Duration,
+        metrics_live: Arc<std::sync::atomic::AtomicU64>,
     ) -> Self {
         SkuActor {
             stream: Arc::from(format!("sku/{sku}")),
@@ -77,6 +89,10 @@ impl SkuActor {
             mailbox,
             snapshot_every: snapshot_every.max(1),
             since_snapshot: 0,
+            registry,
+            idle_timeout,
+            last_activity: Instant::now(),
+            metrics_live,
         }
     }
 
@@ -157,11 +173,53 @@ pub(crate) fn reply_when_durable<T: Send + 'static>(
     });
 }
 
+impl SkuActor {
+    /// Passivation of an idle SKU (no holds, no message for `idle_timeout`): write a
+    /// snapshot and wait until it — and so every earlier append of this SKU — is durable
+    /// (the mailbox is paused meanwhile), leave the registry, stop. The next request for
+    /// the SKU activates a new actor from that snapshot. A request that raced with the
+    /// stop finds its message refused or unanswered and retries on the new actor (see
+    /// `Inner::sku_addr` and its callers).
+    fn maybe_passivate(&mut self, ctx: &mut Context<Self>) {
+        if !self.state.holds.is_empty()
+            || !self.state.registered
+            || self.last_activity.elapsed() < self.idle_timeout
+        {
+            return;
+        }
+        let ticket = self.journal.append(Append {
+            events: Vec::new(),
+            snapshots: vec![self.snapshot_write()],
+            meta: Vec::new(),
+        });
+        self.since_snapshot = 0;
+        let fut = ticket
+            .into_actor(self)
+            .map(|res, act, ctx| {
+                if let Err(e) = res {
+                    tracing::warn!(sku = %act.state.sku, error = %e, "passivation snapshot failed; staying live");
+                    return;
+                }
+                let me = ctx.address();
+                act.registry.remove_if(&act.state.sku, |_, a| *a == me);
+                ctx.stop();
+            });
+        ctx.wait(fut);
+    }
+}
+
 impl Actor for SkuActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
         ctx.set_mailbox_capacity(self.mailbox);
+        let every = self.idle_timeout.max(Duration::from_millis(20));
+        ctx.run_interval(every, |act, ctx| act.maybe_passivate(ctx));
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.metrics_live
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
@@ -169,6 +227,7 @@ impl Handler<SkuReq> for SkuActor {
     type Result = ();
 
     fn handle(&mut self, msg: SkuReq, _ctx: &mut Self::Context) {
+        self.last_activity = Instant::now();
         match msg {
             SkuReq::Cmd {
                 cmd,
