@@ -128,6 +128,10 @@ pub struct ServeArgs {
     /// Longest retry delay [default: 5m].
     #[arg(long, env = "ORDO_WEBHOOK_BACKOFF_MAX")]
     pub webhook_backoff_max: Option<String>,
+    /// PEM file of extra CA certificates trusted for https webhook receivers (besides
+    /// the bundled public roots), e.g. a company CA.
+    #[arg(long, env = "ORDO_WEBHOOK_CA_FILE")]
+    pub webhook_ca_file: Option<PathBuf>,
     /// Events buffered per live-feed (SSE) reader; a reader that falls this far behind
     /// is cut off with its resume position [default: 1024].
     #[arg(long, env = "ORDO_SSE_BUFFER")]
@@ -162,6 +166,7 @@ struct FileSettings {
     webhook_timeout: Option<String>,
     webhook_backoff: Option<String>,
     webhook_backoff_max: Option<String>,
+    webhook_ca_file: Option<PathBuf>,
     sse_buffer: Option<usize>,
     sse_heartbeat: Option<String>,
     sse_slow_timeout: Option<String>,
@@ -190,6 +195,7 @@ pub struct Settings {
     pub webhook_timeout: Duration,
     pub webhook_backoff: Duration,
     pub webhook_backoff_max: Duration,
+    pub webhook_ca_file: Option<PathBuf>,
     pub sse_buffer: usize,
     pub sse_heartbeat: Duration,
     pub sse_slow_timeout: Duration,
@@ -220,6 +226,7 @@ impl Default for Settings {
             webhook_timeout: Duration::from_secs(10),
             webhook_backoff: Duration::from_millis(500),
             webhook_backoff_max: Duration::from_secs(300),
+            webhook_ca_file: None,
             sse_buffer: 1024,
             sse_heartbeat: Duration::from_secs(15),
             sse_slow_timeout: Duration::from_secs(10),
@@ -435,6 +442,7 @@ impl Settings {
             webhook_timeout,
             webhook_backoff,
             webhook_backoff_max,
+            webhook_ca_file: args.webhook_ca_file.clone().or(file.webhook_ca_file),
             sse_buffer: args
                 .sse_buffer
                 .or(file.sse_buffer)

@@ -1321,6 +1321,7 @@ async fn webhooks_retry_then_deliver_every_order_event_in_order_signed() {
     // Bad subscriptions are refused.
     for bad in [
         json!({"url": "ftp://127.0.0.1/x", "secret": SECRET}),
+        json!({"url": "https://", "secret": SECRET}),
         json!({"url": "not a url", "secret": SECRET}),
         json!({"url": rx.url, "secret": "short"}),
         json!({"url": rx.url, "secret": SECRET, "types": ["NoSuchEvent"]}),
@@ -1699,4 +1700,157 @@ async fn the_live_feed_resumes_without_gap_or_repeat_and_cuts_off_a_slow_reader(
     let seqs: Vec<u64> = lines.iter().map(|v| v["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, vec![11, 12, 13, 14, 15]);
     assert!(s.get("/metrics").await.text.contains("ordo_sse_readers"));
+}
+
+/// An https webhook receiver with a throwaway certificate for 127.0.0.1; the CA file
+/// for `--webhook-ca-file` is written to `dir`.
+struct TlsReceiver {
+    url: String,
+    ca_file: PathBuf,
+    got: Arc<parking_lot::Mutex<Vec<Delivery>>>,
+}
+
+fn start_tls_receiver(dir: &Path) -> TlsReceiver {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_rustls::rustls;
+    let rcgen::CertifiedKey { cert, key_pair } =
+        rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+    let ca_file = dir.join("receiver-ca.pem");
+    std::fs::write(&ca_file, cert.pem()).unwrap();
+    let key = rustls::pki_types::PrivateKeyDer::Pkcs8(key_pair.serialize_der().into());
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert.der().clone()], key)
+    .unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let url = format!("https://{}/hook", listener.local_addr().unwrap());
+    let got = Arc::new(parking_lot::Mutex::new(Vec::new()));
+    let g = got.clone();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, g) = (acceptor.clone(), g.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut buf = Vec::new();
+                    loop {
+                        // One request: headers, then Content-Length bytes of body.
+                        let head_end = loop {
+                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                                break i + 4;
+                            }
+                            let mut chunk = [0u8; 4096];
+                            match tls.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        };
+                        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+                        let header = |name: &str| {
+                            head.lines()
+                                .find_map(|l| {
+                                    l.strip_prefix(&format!("{name}: ")).map(str::to_owned)
+                                })
+                                .unwrap_or_default()
+                        };
+                        let len: usize = header("content-length").parse().unwrap_or(0);
+                        while buf.len() < head_end + len {
+                            let mut chunk = [0u8; 4096];
+                            match tls.read(&mut chunk).await {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        let body =
+                            String::from_utf8_lossy(&buf[head_end..head_end + len]).into_owned();
+                        g.lock().push(Delivery {
+                            seq: header("ordo-event-seq").parse().unwrap_or(0),
+                            event_type: header("ordo-event-type"),
+                            signature: header("ordo-signature"),
+                            body,
+                        });
+                        buf.drain(..head_end + len);
+                        if tls
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                });
+            }
+        });
+    });
+    TlsReceiver { url, ca_file, got }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_deliver_over_https_to_a_receiver_trusted_through_the_ca_file() {
+    let (t, dir) = tempdir();
+    let rx = start_tls_receiver(t.path());
+    let s = Server::start(&dir, &["--webhook-ca-file", rx.ca_file.to_str().unwrap()]);
+    let sub = s
+        .post(
+            "/v1/subscriptions",
+            json!({"url": rx.url, "secret": SECRET, "types": ["SkuRegistered", "StockAdjusted"]}),
+        )
+        .await
+        .ok(201);
+    assert!(sub["url"].as_str().unwrap().starts_with("https://"));
+    s.create_sku("TLS-1", 3).await.ok(201);
+    wait_until("2 deliveries over https", 60, || async {
+        rx.got.lock().len() >= 2
+    })
+    .await;
+    let got = rx.got.lock().clone();
+    assert_eq!(
+        got.iter()
+            .map(|d| d.event_type.as_str())
+            .collect::<Vec<_>>(),
+        ["skuregistered", "stockadjusted"] // header values as the receiver lower-cased them
+    );
+    for d in &got {
+        let v: Value = serde_json::from_str(&d.body).unwrap();
+        assert_eq!(v["seq"], d.seq);
+        assert!(signature_ok(SECRET, &d.signature, &d.body));
+    }
+    // A receiver whose certificate is not trusted fails, and the event is dead-lettered.
+    let (_t2, dir2) = tempdir();
+    let s2 = Server::start(&dir2, &["--webhook-max-attempts", "1"]);
+    let sub2 = s2
+        .post(
+            "/v1/subscriptions",
+            json!({"url": rx.url, "secret": SECRET, "types": ["SkuRegistered"]}),
+        )
+        .await
+        .ok(201);
+    let id2 = sub2["id"].as_str().unwrap().to_owned();
+    s2.create_sku("TLS-2", 1).await.ok(201);
+    wait_until("a dead letter for the untrusted receiver", 60, || async {
+        s2.get(&format!("/v1/subscriptions/{id2}/dead-letters"))
+            .await
+            .json()
+            .as_array()
+            .is_some_and(|a| a.len() == 1)
+    })
+    .await;
+    assert_eq!(
+        rx.got.lock().len(),
+        2,
+        "nothing reached the receiver without trust"
+    );
 }

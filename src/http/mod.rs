@@ -211,6 +211,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             timeout: state.settings.webhook_timeout,
             backoff_base: state.settings.webhook_backoff,
             backoff_max: state.settings.webhook_backoff_max,
+            ca_file: state.settings.webhook_ca_file.clone(),
         },
     )?;
     let _ = state.webhooks.set(hooks);

@@ -97,7 +97,7 @@ pub struct SubscriptionView {
 #[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateSubscription {
-    /// `http://` URL the events are POSTed to.
+    /// `http://` or `https://` URL the events are POSTed to.
     pub url: String,
     /// Event types to deliver (SPEC names); empty or absent: all.
     #[serde(default)]
@@ -130,6 +130,8 @@ pub struct WebhookConfig {
     pub timeout: Duration,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Extra trusted CA certificates (PEM) for https receivers.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Default)]
@@ -200,15 +202,10 @@ pub fn signature(secret: &str, t: u64, body: &[u8]) -> String {
 fn validate(req: &CreateSubscription) -> Result<(), ApiError> {
     let url = reqwest::Url::parse(&req.url).map_err(|e| ApiError::invalid(format!("url: {e}")))?;
     match url.scheme() {
-        "http" => {}
-        "https" => {
-            return Err(ApiError::invalid(
-                "https delivery is not built into this release; use an http:// URL (for example a local TLS-terminating proxy)",
-            ))
-        }
+        "http" | "https" => {}
         other => {
             return Err(ApiError::invalid(format!(
-                "url must be http://, not {other}://"
+                "url must be http:// or https://, not {other}://"
             )))
         }
     }
@@ -237,10 +234,23 @@ fn validate(req: &CreateSubscription) -> Result<(), ApiError> {
 impl Webhooks {
     /// Loads the stored subscriptions and starts their delivery tasks.
     pub fn start(engine: Engine, cfg: WebhookConfig) -> anyhow::Result<Arc<Webhooks>> {
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .user_agent(concat!("ordo-webhooks/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+            .https_only(false);
+        if let Some(path) = &cfg.ca_file {
+            let pem = std::fs::read(path)
+                .map_err(|e| anyhow::anyhow!("webhook CA file {}: {e}", path.display()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| anyhow::anyhow!("webhook CA file {}: {e}", path.display()))?;
+            if certs.is_empty() {
+                anyhow::bail!("webhook CA file {} holds no certificate", path.display());
+            }
+            for c in certs {
+                builder = builder.add_root_certificate(c);
+            }
+        }
+        let client = builder.build()?;
         let hooks = Arc::new(Webhooks {
             engine,
             cfg,
