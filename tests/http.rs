@@ -91,6 +91,26 @@ impl Server {
         Resp::read(r.send().await.expect("request")).await
     }
 
+    /// POST with an `Idempotency-Key`; `Err` when no answer came (the server died).
+    async fn try_post_keyed(
+        &self,
+        path: &str,
+        key: &str,
+        body: &Value,
+    ) -> Result<Resp, reqwest::Error> {
+        let r = self
+            .req(reqwest::Method::POST, path)
+            .header("Idempotency-Key", key)
+            .json(body)
+            .send()
+            .await?;
+        Ok(Resp::read(r).await)
+    }
+
+    async fn post_keyed(&self, path: &str, key: &str, body: &Value) -> Resp {
+        self.try_post_keyed(path, key, body).await.expect("request")
+    }
+
     async fn get(&self, path: &str) -> Resp {
         self.send(reqwest::Method::GET, path, None).await
     }
@@ -624,15 +644,13 @@ async fn hostile_input_gets_a_problem_changes_nothing_and_the_server_stays_up() 
     )
     .await;
     r.problem(415, "invalid_request");
-    let r = Resp::read(
-        s.req(reqwest::Method::POST, "/v1/orders")
-            .header("Idempotency-Key", "k".repeat(256))
-            .json(&json!({"customer_id": "c", "lines": [{"sku": "A-1", "qty": 1}]}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let r = s
+        .post_keyed(
+            "/v1/orders",
+            &"k".repeat(256),
+            &json!({"customer_id": "c", "lines": [{"sku": "A-1", "qty": 1}]}),
+        )
+        .await;
     r.problem(422, "invalid_request");
     assert_eq!(s.get("/v1/events").await.ok(200)["next"], before);
     let sku = s.get("/v1/skus/A-1").await.ok(200);
@@ -721,17 +739,7 @@ async fn fifty_concurrent_requests_with_one_key_make_one_order() {
     let answers: Vec<Resp> = futures::future::join_all((0..50).map(|_| {
         let s = s.clone();
         let body = body.clone();
-        async move {
-            Resp::read(
-                s.req(reqwest::Method::POST, "/v1/orders")
-                    .header("Idempotency-Key", "order-once")
-                    .json(&body)
-                    .send()
-                    .await
-                    .unwrap(),
-            )
-            .await
-        }
+        async move { s.post_keyed("/v1/orders", "order-once", &body).await }
     }))
     .await;
     let first = &answers[0];
@@ -748,15 +756,13 @@ async fn fifty_concurrent_requests_with_one_key_make_one_order() {
     );
     assert_eq!(s.get("/v1/skus/A-1").await.ok(200)["reserved"], 2);
     // The same key with another body is refused; another key is another order.
-    let other = Resp::read(
-        s.req(reqwest::Method::POST, "/v1/orders")
-            .header("Idempotency-Key", "order-once")
-            .json(&json!({"customer_id": "c", "lines": [{"sku": "A-1", "qty": 3}]}))
-            .send()
-            .await
-            .unwrap(),
-    )
-    .await;
+    let other = s
+        .post_keyed(
+            "/v1/orders",
+            "order-once",
+            &json!({"customer_id": "c", "lines": [{"sku": "A-1", "qty": 3}]}),
+        )
+        .await;
     other.problem(422, "idempotency_mismatch");
     assert_eq!(s.get("/v1/skus/A-1").await.ok(200)["reserved"], 2);
 }
@@ -798,16 +804,9 @@ async fn mixed_load(s: Arc<Server>, buyers: usize, stop: usize) -> Vec<Acked> {
                     }
                     let key = format!("order-{b}-{i}");
                     let body = json!({"customer_id": format!("buyer-{b}"), "lines": [{"sku": "LOAD-1", "qty": 1}, {"sku": "LOAD-2", "qty": 1}]});
-                    let Ok(r) = s
-                        .req(reqwest::Method::POST, "/v1/orders")
-                        .header("Idempotency-Key", &key)
-                        .json(&body)
-                        .send()
-                        .await
-                    else {
+                    let Ok(r) = s.try_post_keyed("/v1/orders", &key, &body).await else {
                         break;
                     };
-                    let r = Resp::read(r).await;
                     if r.status != 201 {
                         break;
                     }
@@ -824,16 +823,9 @@ async fn mixed_load(s: Arc<Server>, buyers: usize, stop: usize) -> Vec<Acked> {
                         let key = format!("pay-{b}-{i}");
                         let path = format!("/v1/orders/{id}/payments");
                         let body = json!({"payment_ref": format!("ref-{b}-{i}"), "outcome": "succeeded", "amount_minor": total});
-                        let Ok(r) = s
-                            .req(reqwest::Method::POST, &path)
-                            .header("Idempotency-Key", &key)
-                            .json(&body)
-                            .send()
-                            .await
-                        else {
+                        let Ok(r) = s.try_post_keyed(&path, &key, &body).await else {
                             break;
                         };
-                        let r = Resp::read(r).await;
                         if r.status != 200 {
                             break;
                         }
@@ -875,15 +867,7 @@ async fn check_acknowledged(s: &Server, acked: &[Acked]) {
             assert_eq!(now["payment_ref"], a.body["payment_ref"]);
             assert_eq!(is, "CONFIRMED");
         }
-        let replay = Resp::read(
-            s.req(reqwest::Method::POST, &a.path)
-                .header("Idempotency-Key", &a.key)
-                .json(&a.body)
-                .send()
-                .await
-                .unwrap(),
-        )
-        .await;
+        let replay = s.post_keyed(&a.path, &a.key, &a.body).await;
         assert_eq!(
             (replay.status, &replay.text),
             (a.answer.status, &a.answer.text),

@@ -43,6 +43,8 @@ pub fn trace_id(headers: &HeaderMap) -> Arc<str> {
 /// Bearer tokens, kept by their SHA-256 so a lookup does not compare secrets byte by byte.
 pub struct Tokens {
     by_digest: HashMap<[u8; 32], (Role, Arc<str>)>,
+    /// The scope of every caller when authentication is off.
+    anonymous: Arc<str>,
 }
 
 impl Tokens {
@@ -56,7 +58,10 @@ impl Tokens {
                 (d, (*r, Arc::from(format!("token:{scope}"))))
             })
             .collect();
-        Tokens { by_digest }
+        Tokens {
+            by_digest,
+            anonymous: Arc::from("anonymous"),
+        }
     }
 
     pub fn enabled(&self) -> bool {
@@ -109,7 +114,7 @@ impl Caller {
             .get::<TraceId>()
             .map(|t| t.0.clone())
             .unwrap_or_else(|| trace_id(req.headers()));
-        let (role, scope, limit_key) = if state.tokens.enabled() {
+        let (role, scope) = if state.tokens.enabled() {
             let header = req
                 .headers()
                 .get(AUTHORIZATION)
@@ -137,19 +142,19 @@ impl Caller {
                 .tokens
                 .lookup(token)
                 .ok_or_else(|| ApiError::new(ProblemType::Unauthorized, "unknown token"))?;
-            (Some(*role), scope.clone(), scope.clone())
+            (Some(*role), scope.clone())
         } else {
-            let peer = req
-                .peer_addr()
-                .map(|a| a.ip().to_string())
-                .unwrap_or_else(|| "unknown".into());
-            (
-                None,
-                Arc::from("anonymous"),
-                Arc::from(format!("peer:{peer}")),
-            )
+            (None, state.tokens.anonymous.clone())
         };
         if let Some(rl) = &state.limiter {
+            // Per token; without tokens, per peer address.
+            let limit_key = match role {
+                Some(_) => scope.clone(),
+                None => {
+                    let peer = req.peer_addr().map(|a| a.ip().to_string());
+                    Arc::from(format!("peer:{}", peer.as_deref().unwrap_or("unknown")))
+                }
+            };
             if let Err(secs) = rl.check(&limit_key) {
                 state
                     .metrics

@@ -99,29 +99,14 @@ impl HttpMetrics {
         routes.sort();
         for route in routes {
             if let Some(h) = self.latency.get(&route) {
-                let r = escape(&route);
-                let mut cum = 0;
-                for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
-                    cum += h.buckets[i].load(Relaxed);
-                    let _ = writeln!(
-                        out,
-                        "ordo_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"{b}\"}} {cum}"
-                    );
-                }
-                cum += h.buckets[LATENCY_BUCKETS.len()].load(Relaxed);
-                let _ = writeln!(
-                    out,
-                    "ordo_http_request_duration_seconds_bucket{{route=\"{r}\",le=\"+Inf\"}} {cum}"
-                );
-                let _ = writeln!(
-                    out,
-                    "ordo_http_request_duration_seconds_sum{{route=\"{r}\"}} {}",
-                    h.sum_nanos.load(Relaxed) as f64 / 1e9
-                );
-                let _ = writeln!(
-                    out,
-                    "ordo_http_request_duration_seconds_count{{route=\"{r}\"}} {}",
-                    h.count.load(Relaxed)
+                histogram(
+                    &mut out,
+                    "ordo_http_request_duration_seconds",
+                    &format!("route=\"{}\"", escape(&route)),
+                    LATENCY_BUCKETS.iter().map(|b| b.to_string()),
+                    &h.buckets,
+                    h.sum_nanos.load(Relaxed) as f64 / 1e9,
+                    h.count.load(Relaxed),
                 );
             }
         }
@@ -188,6 +173,33 @@ impl HttpMetrics {
 
 fn head(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+/// One histogram series: cumulative `_bucket`s at `bounds` (then `+Inf`, the last count),
+/// `_sum` and `_count`. `label` is empty or one `key="value"` pair.
+#[allow(clippy::too_many_arguments)]
+fn histogram(
+    out: &mut String,
+    name: &str,
+    label: &str,
+    bounds: impl Iterator<Item = String>,
+    counts: &[AtomicU64],
+    sum: impl std::fmt::Display,
+    count: u64,
+) {
+    let sep = if label.is_empty() { "" } else { "," };
+    let mut cum = 0;
+    for (le, c) in bounds.chain(std::iter::once("+Inf".to_owned())).zip(counts) {
+        cum += c.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{label}{sep}le=\"{le}\"}} {cum}");
+    }
+    let braces = if label.is_empty() {
+        String::new()
+    } else {
+        format!("{{{label}}}")
+    };
+    let _ = writeln!(out, "{name}_sum{braces} {sum}");
+    let _ = writeln!(out, "{name}_count{braces} {count}");
 }
 
 fn escape(s: &str) -> String {
@@ -293,22 +305,14 @@ fn engine_metrics(out: &mut String, engine: &Engine) {
         "histogram",
         "Events per journal write batch (group commit).",
     );
-    let mut cum = 0;
-    for (i, b) in BATCH_BUCKETS.iter().enumerate() {
-        cum += s.batch_hist[i].load(Relaxed);
-        let _ = writeln!(out, "ordo_journal_batch_events_bucket{{le=\"{b}\"}} {cum}");
-    }
-    cum += s.batch_hist[BATCH_BUCKETS.len()].load(Relaxed);
-    let _ = writeln!(out, "ordo_journal_batch_events_bucket{{le=\"+Inf\"}} {cum}");
-    let _ = writeln!(
+    histogram(
         out,
-        "ordo_journal_batch_events_sum {}",
-        s.events.load(Relaxed)
-    );
-    let _ = writeln!(
-        out,
-        "ordo_journal_batch_events_count {}",
-        s.batches.load(Relaxed)
+        "ordo_journal_batch_events",
+        "",
+        BATCH_BUCKETS.iter().map(|b| b.to_string()),
+        &s.batch_hist,
+        s.events.load(Relaxed),
+        s.batches.load(Relaxed),
     );
     head(
         out,
@@ -316,28 +320,15 @@ fn engine_metrics(out: &mut String, engine: &Engine) {
         "histogram",
         "Journal batch write latency (including fsync in sync mode).",
     );
-    let mut cum = 0;
-    for (i, b) in WRITE_BUCKETS_US.iter().enumerate() {
-        cum += s.write_hist[i].load(Relaxed);
-        let _ = writeln!(
-            out,
-            "ordo_journal_write_seconds_bucket{{le=\"{}\"}} {cum}",
-            *b as f64 / 1e6
-        );
-    }
-    cum += s.write_hist[WRITE_BUCKETS_US.len()].load(Relaxed);
-    let _ = writeln!(
+    histogram(
         out,
-        "ordo_journal_write_seconds_bucket{{le=\"+Inf\"}} {cum}"
-    );
-    let _ = writeln!(
-        out,
-        "ordo_journal_write_seconds_sum {}",
-        s.write_nanos.load(Relaxed) as f64 / 1e9
-    );
-    let _ = writeln!(
-        out,
-        "ordo_journal_write_seconds_count {}",
-        s.batches.load(Relaxed)
+        "ordo_journal_write_seconds",
+        "",
+        WRITE_BUCKETS_US
+            .iter()
+            .map(|b| (*b as f64 / 1e6).to_string()),
+        &s.write_hist,
+        s.write_nanos.load(Relaxed) as f64 / 1e9,
+        s.batches.load(Relaxed),
     );
 }

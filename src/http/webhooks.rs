@@ -154,6 +154,23 @@ struct Handle {
     dead_lock: Mutex<()>,
 }
 
+impl Handle {
+    fn new(sub: Stored, cursor: u64, paused: bool, dead_letters: u64) -> Arc<Handle> {
+        let stats = SubStats::default();
+        stats.dead_letters.store(dead_letters, Relaxed);
+        Arc::new(Handle {
+            sub,
+            cursor: AtomicU64::new(cursor),
+            paused: AtomicBool::new(paused),
+            deleted: AtomicBool::new(false),
+            redrive: AtomicBool::new(false),
+            wake: Notify::new(),
+            stats,
+            dead_lock: Mutex::new(()),
+        })
+    }
+}
+
 pub struct Webhooks {
     engine: Engine,
     cfg: WebhookConfig,
@@ -272,17 +289,7 @@ impl Webhooks {
             };
             let paused = store.get_meta(&paused_key(&sub.id))?.is_some();
             let dead = store.scan_meta(&dead_prefix(&sub.id))?.len() as u64;
-            let h = Arc::new(Handle {
-                cursor: AtomicU64::new(cursor),
-                paused: AtomicBool::new(paused),
-                deleted: AtomicBool::new(false),
-                redrive: AtomicBool::new(false),
-                wake: Notify::new(),
-                stats: SubStats::default(),
-                dead_lock: Mutex::new(()),
-                sub,
-            });
-            h.stats.dead_letters.store(dead, Relaxed);
+            let h = Handle::new(sub, cursor, paused, dead);
             hooks.subs.insert(h.sub.id.clone(), h.clone());
             hooks.clone().spawn(h);
         }
@@ -326,16 +333,8 @@ impl Webhooks {
             .store()
             .put_meta(&sub_key(&sub.id), &bytes)
             .map_err(storage_err)?;
-        let h = Arc::new(Handle {
-            cursor: AtomicU64::new(sub.start_after),
-            paused: AtomicBool::new(false),
-            deleted: AtomicBool::new(false),
-            redrive: AtomicBool::new(false),
-            wake: Notify::new(),
-            stats: SubStats::default(),
-            dead_lock: Mutex::new(()),
-            sub,
-        });
+        let cursor = sub.start_after;
+        let h = Handle::new(sub, cursor, false, 0);
         self.subs.insert(h.sub.id.clone(), h.clone());
         let view = self.view(&h);
         self.clone().spawn(h);
@@ -494,6 +493,7 @@ impl Webhooks {
                 }
                 Err(_) => continue,
             };
+            let mut written = cursor;
             for r in batch {
                 if r.seq > durable || h.deleted.load(Relaxed) {
                     break;
@@ -506,15 +506,13 @@ impl Webhooks {
                             if h.deleted.load(Relaxed) {
                                 return;
                             }
-                            if h.sub.on_failure == OnFailure::Pause {
-                                tracing::warn!(subscription = %h.sub.id, seq = r.seq, error = %err, "delivery failed; subscription paused");
+                            let pause = h.sub.on_failure == OnFailure::Pause;
+                            tracing::warn!(subscription = %h.sub.id, seq = r.seq, error = %err, paused = pause, "delivery failed; dead-lettered");
+                            if pause {
                                 h.paused.store(true, Relaxed);
                                 let _ = store.put_meta(&paused_key(&h.sub.id), b"1");
-                                self.dead_letter(&h, &r, attempts, &err);
-                            } else {
-                                tracing::warn!(subscription = %h.sub.id, seq = r.seq, error = %err, "delivery failed; dead-lettered");
-                                self.dead_letter(&h, &r, attempts, &err);
                             }
+                            self.dead_letter(&h, &r, attempts, &err);
                         }
                     }
                 }
@@ -522,20 +520,30 @@ impl Webhooks {
                 if h.deleted.load(Relaxed) {
                     return;
                 }
-                if wanted || r.seq % 256 == 0 {
-                    if let Err(e) = store.put_meta(&cursor_key(&h.sub.id), &r.seq.to_be_bytes()) {
-                        tracing::error!(error = %e, "storing a webhook cursor");
-                    }
+                // Stored after each delivery, so a restart re-sends at most that one
+                // event; skipped events are covered by the write after the batch.
+                if wanted {
+                    self.store_cursor(&h, r.seq);
+                    written = r.seq;
                 }
                 if h.paused.load(Relaxed) {
                     break;
                 }
             }
-            if h.deleted.load(Relaxed) {
-                return;
-            }
             let c = h.cursor.load(Relaxed);
-            let _ = store.put_meta(&cursor_key(&h.sub.id), &c.to_be_bytes());
+            if c != written && !h.deleted.load(Relaxed) {
+                self.store_cursor(&h, c);
+            }
+        }
+    }
+
+    fn store_cursor(&self, h: &Handle, seq: u64) {
+        if let Err(e) = self
+            .engine
+            .store()
+            .put_meta(&cursor_key(&h.sub.id), &seq.to_be_bytes())
+        {
+            tracing::error!(error = %e, subscription = %h.sub.id, "storing a webhook cursor");
         }
     }
 

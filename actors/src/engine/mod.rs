@@ -198,23 +198,16 @@ impl Inner {
             // leaving the registry.
             // The shard stays locked while the state loads, so two activations cannot
             // race.
-            return match self.skus.entry(sku.to_owned()) {
-                dashmap::mapref::entry::Entry::Occupied(mut o) => {
-                    if o.get().connected() {
-                        return Ok(o.get().clone());
-                    }
-                    let state = recovery::load_sku(&self.store, sku)?;
-                    let addr = self.start_sku(sku, state);
-                    o.insert(addr.clone());
-                    Ok(addr)
+            let entry = self.skus.entry(sku.to_owned());
+            if let dashmap::mapref::entry::Entry::Occupied(o) = &entry {
+                if o.get().connected() {
+                    return Ok(o.get().clone());
                 }
-                dashmap::mapref::entry::Entry::Vacant(v) => {
-                    let state = recovery::load_sku(&self.store, sku)?;
-                    let addr = self.start_sku(sku, state);
-                    v.insert(addr.clone());
-                    Ok(addr)
-                }
-            };
+            }
+            let state = recovery::load_sku(&self.store, sku)?;
+            let addr = self.start_sku(sku, state);
+            entry.insert(addr.clone());
+            return Ok(addr);
         }
         if !create {
             return Err(DomainError::UnknownSku(sku.to_owned()).into());
@@ -237,26 +230,50 @@ impl Inner {
         durable: bool,
     ) -> EngineResult<SkuView> {
         let create = matches!(cmd, SkuCommand::Upsert { .. });
-        // Twice at most: the actor may passivate between lookup and delivery; a message
-        // it refused or dropped unanswered was not applied, so sending again is safe.
-        for attempt in 0..2 {
+        self.ask_sku(sku, create, false, |reply| SkuReq::Cmd {
+            cmd: cmd.clone(),
+            trace: trace.clone(),
+            durable,
+            reply,
+        })
+        .await?
+    }
+
+    /// Sends `make(reply)` to the SKU's actor and waits for the answer. With
+    /// `refuse_when_full` a full mailbox is refused at once with `Overloaded`; otherwise
+    /// the send waits for room. Twice at most: the actor may passivate between lookup and
+    /// delivery, and a message it refused or dropped unanswered was not applied, so
+    /// sending it again to the re-activated actor is safe.
+    async fn ask_sku<T>(
+        &self,
+        sku: &str,
+        create: bool,
+        refuse_when_full: bool,
+        make: impl Fn(oneshot::Sender<T>) -> SkuReq,
+    ) -> EngineResult<T> {
+        for _ in 0..2 {
             let addr = self.sku_addr(sku, create)?;
             let (tx, rx) = oneshot::channel();
-            let sent = addr
-                .send(SkuReq::Cmd {
-                    cmd: cmd.clone(),
-                    trace: trace.clone(),
-                    durable,
-                    reply: tx,
-                })
-                .await;
-            match (sent, rx.await) {
-                (Ok(()), Ok(res)) => return res,
-                _ if attempt == 0 => {
-                    self.skus.remove_if(sku, |_, a| *a == addr);
+            let delivered = if refuse_when_full {
+                match addr.try_send(make(tx)) {
+                    Ok(()) => true,
+                    Err(SendError::Full(_)) => {
+                        self.metrics.overloaded.fetch_add(1, Ordering::Relaxed);
+                        return Err(EngineError::Overloaded {
+                            sku: sku.to_owned(),
+                        });
+                    }
+                    Err(SendError::Closed(_)) => false,
                 }
-                _ => break,
+            } else {
+                addr.send(make(tx)).await.is_ok()
+            };
+            if delivered {
+                if let Ok(v) = rx.await {
+                    return Ok(v);
+                }
             }
+            self.skus.remove_if(sku, |_, a| *a == addr);
         }
         Err(EngineError::Unavailable(format!(
             "sku {sku} actor is restarting; retry"
@@ -592,20 +609,9 @@ impl Engine {
 
     pub async fn get_sku(&self, sku: &str) -> EngineResult<SkuView> {
         self.known_sku(sku)?;
-        for attempt in 0..2 {
-            let addr = self.inner.sku_addr(sku, false)?;
-            let (tx, rx) = oneshot::channel();
-            match (addr.send(SkuReq::Get { reply: tx }).await, rx.await) {
-                (Ok(()), Ok(v)) => return Ok(v),
-                _ if attempt == 0 => {
-                    self.inner.skus.remove_if(sku, |_, a| *a == addr);
-                }
-                _ => break,
-            }
-        }
-        Err(EngineError::Unavailable(format!(
-            "sku {sku} actor is restarting; retry"
-        )))
+        self.inner
+            .ask_sku(sku, false, false, |reply| SkuReq::Get { reply })
+            .await
     }
 
     /// SKUs in code order after `after`, at most `limit`.
@@ -624,7 +630,13 @@ impl Engine {
         };
         let mut out = Vec::with_capacity(codes.len());
         for c in codes {
-            out.push(self.get_sku(&c).await?);
+            // A passivated SKU is read from the store, not woken up for a listing.
+            let live = self.inner.skus.get(&c).is_some_and(|a| a.connected());
+            out.push(if live {
+                self.get_sku(&c).await?
+            } else {
+                recovery::load_sku(&self.inner.store, &c)?.view()
+            });
         }
         Ok(out)
     }
@@ -686,60 +698,26 @@ impl Engine {
         let mut failure: Option<DomainError> = None;
 
         for line in &req.lines {
-            // Twice at most: the SKU may passivate between lookup and delivery; a
-            // reservation it refused or dropped unanswered was not made.
-            let mut answer = None;
-            for _ in 0..2 {
-                let addr = match inner.sku_addr(&line.sku, false) {
-                    Ok(a) if inner.sku_index.read().contains(&line.sku) => a,
-                    Ok(_) | Err(EngineError::Domain(DomainError::UnknownSku(_))) => {
-                        inner.release_reserved(&order_id, &reserved).await;
-                        return Err(DomainError::UnknownSku(line.sku.clone()).into());
-                    }
-                    Err(e) => {
-                        inner.release_reserved(&order_id, &reserved).await;
-                        return Err(e);
-                    }
-                };
-                let (tx, rx) = oneshot::channel();
-                let msg = SkuReq::Reserve {
+            if !inner.sku_index.read().contains(&line.sku) {
+                inner.release_reserved(&order_id, &reserved).await;
+                return Err(DomainError::UnknownSku(line.sku.clone()).into());
+            }
+            let asked = inner
+                .ask_sku(&line.sku, false, true, |reply| SkuReq::Reserve {
                     order_id: order_id.clone(),
                     customer_id: req.customer_id.clone(),
                     qty: line.qty,
                     currency: currency.clone(),
                     trace: trace.clone(),
-                    reply: tx,
-                };
-                match addr.try_send(msg) {
-                    Ok(()) => {}
-                    Err(SendError::Full(_)) => {
-                        inner.release_reserved(&order_id, &reserved).await;
-                        inner.metrics.overloaded.fetch_add(1, Ordering::Relaxed);
-                        return Err(EngineError::Overloaded {
-                            sku: line.sku.clone(),
-                        });
-                    }
-                    Err(SendError::Closed(_)) => {
-                        inner.skus.remove_if(&line.sku, |_, a| *a == addr);
-                        continue;
-                    }
+                    reply,
+                })
+                .await;
+            let answer = match asked {
+                Ok(a) => a,
+                Err(e) => {
+                    inner.release_reserved(&order_id, &reserved).await;
+                    return Err(e);
                 }
-                match rx.await {
-                    Ok(r) => {
-                        answer = Some(r);
-                        break;
-                    }
-                    Err(_) => {
-                        inner.skus.remove_if(&line.sku, |_, a| *a == addr);
-                    }
-                }
-            }
-            let Some(answer) = answer else {
-                inner.release_reserved(&order_id, &reserved).await;
-                return Err(EngineError::Unavailable(format!(
-                    "sku {} actor is restarting; retry",
-                    line.sku
-                )));
             };
             match answer {
                 Ok((price, cur)) => {

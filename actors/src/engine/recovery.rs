@@ -284,10 +284,8 @@ pub(crate) fn recover(store: &Store, ignore_snapshots: bool) -> EngineResult<Rec
             let status = match orders.get(order_id).or_else(|| extra_live.get(order_id)) {
                 Some(o) => o.status,
                 None if checkpoint_pending.contains_key(order_id) => {
-                    if let Some(at) = checkpoint_pending.get(order_id) {
-                        // A multi-line order holds in several SKUs: keyed, so once.
-                        lazy_pending.insert(order_id.clone(), *at);
-                    }
+                    // A multi-line order holds in several SKUs: keyed, so once.
+                    lazy_pending.insert(order_id.clone(), checkpoint_pending[order_id]);
                     Some(Status::Pending)
                 }
                 None => {
