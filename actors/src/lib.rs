@@ -14,6 +14,7 @@ pub use engine::recovery_api::{load_sku, verify, RecoveryStats, VerifyReport};
 pub use engine::{
     config::{Durability, EngineConfig},
     error::{EngineError, EngineResult},
+    render,
     view::{OrderView, SkuView},
-    Engine, EngineMetrics, PlaceOrder, UpsertSku,
+    Engine, EngineMetrics, Idempotency, Outcome, PlaceOrder, Render, UpsertSku,
 };

@@ -1262,3 +1262,291 @@ fn idle_skus_passivate_and_come_back_with_their_counters_under_concurrent_use() 
     let report = verify_dir(dir.path());
     assert!(report.violations.is_empty(), "{:?}", report.violations);
 }
+
+// ---------------------------------------------------------------------------------------
+// One command, one atomic durable step (regressions).
+
+/// A cancel racing a payment on the last unit: the actor that cancelled leaves memory only
+/// once its `OrderCancelled` is durable, so the payment, queued behind it, meets the
+/// cancelled order and is refunded — never a second sale of the unit. The journal is held
+/// so the "not yet durable" window is wide open. (Before the fix: the actor stopped at
+/// once, the payment activated a new actor from the stale log, and the order was both
+/// CANCELLED and CONFIRMED while the unit went back on sale.)
+#[test]
+fn a_payment_racing_a_cancel_never_sells_the_unit_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path(), Durability::Sync)).unwrap();
+    block_on(engine.upsert_sku(sku("LAST", 1, 500), None)).unwrap();
+    let a = block_on(engine.place_order(order("ann", &[("LAST", 1)]), None)).unwrap();
+
+    let hold = engine.journal().hold_writes_for_test();
+    let cancelled_before = engine
+        .metrics()
+        .orders_cancelled
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let e1 = engine.clone();
+    let id = a.id.clone();
+    let cancel = std::thread::spawn(move || block_on(e1.cancel(&id, "changed mind", None)));
+    // The cancel is decided (in memory, not durable: the journal is held).
+    assert!(eventually(|| engine
+        .metrics()
+        .orders_cancelled
+        .load(std::sync::atomic::Ordering::Relaxed)
+        > cancelled_before));
+    let e2 = engine.clone();
+    let id = a.id.clone();
+    let total = a.total_minor;
+    let pay = std::thread::spawn(move || {
+        block_on(e2.pay(&id, "psp-1", PaymentOutcome::Succeeded, total, None))
+    });
+    // Give the payment every chance to overtake the cancel's durability.
+    std::thread::sleep(Duration::from_millis(200));
+    drop(hold);
+
+    let cancelled = cancel.join().unwrap().unwrap();
+    assert_eq!(cancelled.status, Status::Cancelled);
+    match pay.join().unwrap() {
+        Err(EngineError::NotPayable { order }) => {
+            assert_eq!(order.status, Status::Cancelled);
+            assert_eq!(order.refunds_requested, vec!["psp-1".to_string()]);
+        }
+        other => panic!("a payment after the cancel must be refused and refunded: {other:?}"),
+    }
+    // The unit is back; a second buyer gets it, and it is sold once.
+    let b = block_on(engine.place_order(order("bob", &[("LAST", 1)]), None)).unwrap();
+    let b = block_on(engine.pay(
+        &b.id,
+        "psp-2",
+        PaymentOutcome::Succeeded,
+        b.total_minor,
+        None,
+    ))
+    .unwrap();
+    assert_eq!(b.status, Status::Confirmed);
+    let s = block_on(engine.get_sku("LAST")).unwrap();
+    assert_eq!((s.available, s.reserved, s.sold), (0, 0, 1));
+    let events = engine
+        .read_events(0, 100, Some(&format!("order/{}", a.id)))
+        .unwrap();
+    let types: Vec<_> = events.iter().map(|e| e.event_type.as_str()).collect();
+    assert_eq!(
+        types,
+        [
+            "OrderCreated",
+            "OrderPending",
+            "OrderCancelled",
+            "RefundRequested"
+        ]
+    );
+    block_on(engine.shutdown()).unwrap();
+    drop(engine);
+    let report = verify_dir(dir.path());
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+}
+
+/// Two cancels racing while the first is not yet durable: one is answered CANCELLED, the
+/// other 409 invalid_transition (before the fix: a 500 from a version conflict).
+#[test]
+fn two_racing_cancels_give_one_cancellation_and_one_invalid_transition() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path(), Durability::Sync)).unwrap();
+    block_on(engine.upsert_sku(sku("PAIR", 2, 100), None)).unwrap();
+    let a = block_on(engine.place_order(order("ann", &[("PAIR", 1)]), None)).unwrap();
+    let hold = engine.journal().hold_writes_for_test();
+    let threads: Vec<_> = (0..2)
+        .map(|i| {
+            let e = engine.clone();
+            let id = a.id.clone();
+            std::thread::spawn(move || block_on(e.cancel(&id, &format!("r{i}"), None)))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    drop(hold);
+    let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let ok = results.iter().filter(|r| r.is_ok()).count();
+    let refused = results
+        .iter()
+        .filter(|r| {
+            matches!(
+                r,
+                Err(EngineError::Domain(DomainError::InvalidTransition { .. }))
+            )
+        })
+        .count();
+    assert_eq!((ok, refused), (1, 1), "{results:?}");
+    assert!(engine.is_healthy());
+    block_on(engine.shutdown()).unwrap();
+    drop(engine);
+    assert!(verify_dir(dir.path()).violations.is_empty());
+}
+
+/// SPEC §1 Payments: a success reusing a failed payment's ref is a new attempt, not a
+/// replay; the order is cancelled, so it is refused and refunded (before the fix: 200
+/// CANCELLED and the money kept).
+#[test]
+fn a_success_reusing_a_failed_payments_ref_is_refunded() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path(), Durability::Sync)).unwrap();
+    block_on(engine.upsert_sku(sku("REF", 3, 250), None)).unwrap();
+    let o = block_on(engine.place_order(order("ann", &[("REF", 2)]), None)).unwrap();
+    let failed =
+        block_on(engine.pay(&o.id, "P", PaymentOutcome::Failed, o.total_minor, None)).unwrap();
+    assert_eq!(failed.status, Status::Cancelled);
+    // The same failed payment again is a replay: the order as it is, nothing recorded.
+    let again =
+        block_on(engine.pay(&o.id, "P", PaymentOutcome::Failed, o.total_minor, None)).unwrap();
+    assert_eq!(
+        (again.status, again.version),
+        (Status::Cancelled, failed.version)
+    );
+    match block_on(engine.pay(&o.id, "P", PaymentOutcome::Succeeded, o.total_minor, None)) {
+        Err(EngineError::NotPayable { order }) => {
+            assert_eq!(order.refunds_requested, vec!["P".to_string()])
+        }
+        other => panic!("expected a refused, refunded payment: {other:?}"),
+    }
+    // Its replay is refused again and refunds nothing twice.
+    assert!(matches!(
+        block_on(engine.pay(&o.id, "P", PaymentOutcome::Succeeded, o.total_minor, None)),
+        Err(EngineError::NotPayable { .. })
+    ));
+    let types: Vec<String> = engine
+        .read_events(0, 100, Some(&format!("order/{}", o.id)))
+        .unwrap()
+        .into_iter()
+        .map(|e| e.event_type)
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "OrderCreated",
+            "OrderPending",
+            "PaymentFailed",
+            "OrderCancelled",
+            "RefundRequested"
+        ]
+    );
+    let s = block_on(engine.get_sku("REF")).unwrap();
+    assert_eq!((s.available, s.reserved, s.sold), (3, 0, 0));
+    block_on(engine.shutdown()).unwrap();
+    drop(engine);
+    assert!(verify_dir(dir.path()).violations.is_empty());
+}
+
+/// The per-SKU queue bound holds: with the SKU's actor held (a failure point) and its
+/// queue full, further orders for it are refused at once with `Overloaded`, orders for
+/// another SKU go through, and the queued ones complete once it is released.
+#[test]
+fn a_full_sku_queue_refuses_new_orders_for_that_sku_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), Durability::Sync);
+    cfg.sku_mailbox = 8;
+    let engine = Engine::open(cfg).unwrap();
+    block_on(engine.upsert_sku(sku("HOT", 100, 10), None)).unwrap();
+    block_on(engine.upsert_sku(sku("COLD", 100, 10), None)).unwrap();
+    let release = block_on(engine.hold_sku_for_test("HOT")).unwrap();
+    let queued: Vec<_> = (0..8)
+        .map(|i| {
+            let e = engine.clone();
+            std::thread::spawn(move || {
+                block_on(e.place_order(order(&format!("q{i}"), &[("HOT", 1)]), None))
+            })
+        })
+        .collect();
+    assert!(eventually(|| engine.sku_queue_for_test("HOT") == 8));
+    for i in 0..5 {
+        match block_on(engine.place_order(order(&format!("x{i}"), &[("HOT", 1)]), None)) {
+            Err(EngineError::Overloaded { sku }) => assert_eq!(sku, "HOT"),
+            other => panic!("a full queue must refuse at once: {other:?}"),
+        }
+    }
+    let cold = block_on(engine.place_order(order("c", &[("COLD", 1)]), None)).unwrap();
+    assert_eq!(cold.status, Status::Pending);
+    drop(release);
+    for t in queued {
+        assert_eq!(t.join().unwrap().unwrap().status, Status::Pending);
+    }
+    assert!(
+        engine
+            .metrics()
+            .overloaded
+            .load(std::sync::atomic::Ordering::Relaxed)
+            >= 5
+    );
+    let s = block_on(engine.get_sku("HOT")).unwrap();
+    assert_eq!((s.available, s.reserved), (92, 8));
+    block_on(engine.shutdown()).unwrap();
+}
+
+fn idem(key: &str) -> ordo_actors::Idempotency {
+    ordo_actors::Idempotency {
+        key: key.into(),
+        fingerprint: b"fp".to_vec(),
+        ttl: Duration::from_secs(3600),
+        render: ordo_actors::render(|o: ordo_actors::Outcome<'_>| {
+            Some(format!("{o:?}").into_bytes())
+        }),
+    }
+}
+
+/// A keyed command's events and its answer are one append: the key is stamped on the
+/// first event, the answer is stored, and a refusal stores its answer too (nothing else).
+/// `ordo verify` sees a key applied twice.
+#[test]
+fn a_keyed_command_stores_its_answer_with_its_events_and_verify_sees_a_key_applied_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path(), Durability::Sync)).unwrap();
+    block_on(engine.upsert_sku(sku("K", 5, 100), None)).unwrap();
+    let v = block_on(engine.adjust_stock_with("K", 3, "delivery", None, Some(idem("s\nadj-1"))))
+        .unwrap();
+    assert_eq!(v.available, 8);
+    let rec = engine.idempotency_record("s\nadj-1").unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&rec.response).contains("available: 8"));
+    let events = engine.read_events(0, 100, Some("sku/K")).unwrap();
+    let last = events.last().unwrap();
+    assert_eq!(
+        (last.event_type.as_str(), last.idempotency_key.as_deref()),
+        ("StockAdjusted", Some("s\nadj-1"))
+    );
+    // A refusal keeps its answer and changes nothing.
+    let e = block_on(engine.adjust_stock_with("K", -100, "shrink", None, Some(idem("s\nadj-2"))))
+        .unwrap_err();
+    assert!(matches!(
+        e,
+        EngineError::Domain(DomainError::InsufficientStock { .. })
+    ));
+    let rec = engine.idempotency_record("s\nadj-2").unwrap().unwrap();
+    assert!(String::from_utf8_lossy(&rec.response).contains("InsufficientStock"));
+    assert_eq!(
+        engine.read_events(0, 100, Some("sku/K")).unwrap().len(),
+        events.len()
+    );
+    // An unknown order is refused before any actor: stored all the same.
+    let e = block_on(engine.cancel_with(
+        &ordo_actors::Engine::new_order_id(),
+        "x",
+        None,
+        Some(idem("s\ncancel-1")),
+    ))
+    .unwrap_err();
+    assert!(matches!(e, EngineError::NotFound(_)));
+    assert!(engine.idempotency_record("s\ncancel-1").unwrap().is_some());
+    block_on(engine.shutdown()).unwrap();
+    drop(engine);
+    assert!(verify_dir(dir.path()).violations.is_empty());
+
+    // The same key applied again while its answer is kept: verify says so.
+    let engine = Engine::open(config(dir.path(), Durability::Sync)).unwrap();
+    block_on(engine.adjust_stock_with("K", 1, "again", None, Some(idem("s\nadj-1")))).unwrap();
+    block_on(engine.shutdown()).unwrap();
+    drop(engine);
+    let report = verify_dir(dir.path());
+    assert!(
+        report
+            .violations
+            .iter()
+            .any(|v| v.contains("applied again")),
+        "{:?}",
+        report.violations
+    );
+}

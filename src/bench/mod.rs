@@ -120,6 +120,10 @@ pub struct BenchArgs {
     /// Seed of the request mix; the same seed makes the same run.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Every POST (order, payment, cancellation, shipment) carries a fresh
+    /// `Idempotency-Key`, as production clients send; embedded, every placement is keyed.
+    #[arg(long)]
+    pub idempotency_keys: bool,
     /// Print the report as one JSON object on stdout.
     #[arg(long)]
     pub json: bool,
@@ -436,6 +440,10 @@ async fn run_async(args: BenchArgs) -> anyhow::Result<i32> {
                 args.concurrency
             ),
             None => format!("closed loop, {} in flight", args.concurrency),
+        } + if args.idempotency_keys {
+            ", a fresh Idempotency-Key per change"
+        } else {
+            ""
         },
         seed: args.seed,
         elapsed_s: elapsed.as_secs_f64(),
@@ -518,7 +526,7 @@ async fn worker(
     shared: Arc<Shared>,
     start: Instant,
 ) -> Tally {
-    let mut conn = Conn::new(target);
+    let mut conn = Conn::new(target).with_idempotency_keys(args.idempotency_keys);
     let mut tally = Tally::new();
     let mut rng = StdRng::seed_from_u64(args.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ w as u64);
     let zipf = Zipf::new(skus.len().max(1) as f64, args.zipf.max(0.0)).ok();

@@ -127,6 +127,8 @@ impl HttpTarget {
 pub struct Conn {
     target: Target,
     sender: Option<SendRequest<Full<Bytes>>>,
+    /// Send a fresh `Idempotency-Key` with every POST.
+    keyed: bool,
 }
 
 impl Conn {
@@ -134,7 +136,31 @@ impl Conn {
         Conn {
             target,
             sender: None,
+            keyed: false,
         }
+    }
+
+    /// Every POST carries a fresh `Idempotency-Key` (embedded: the engine keeps an answer
+    /// per key, as the HTTP edge does).
+    pub fn with_idempotency_keys(mut self, keyed: bool) -> Conn {
+        self.keyed = keyed;
+        self
+    }
+
+    /// A fresh key (a ULID) when keys are on.
+    fn key(&self) -> Option<String> {
+        self.keyed.then(|| ulid::Ulid::new().to_string())
+    }
+
+    /// What the embedded engine keeps under a key: the outcome's debug form is enough
+    /// for a load test (the HTTP edge stores the HTTP answer).
+    fn idem(&self) -> Option<ordo_actors::Idempotency> {
+        self.key().map(|key| ordo_actors::Idempotency {
+            key: format!("bench\n{key}"),
+            fingerprint: Vec::new(),
+            ttl: std::time::Duration::from_secs(24 * 3600),
+            render: ordo_actors::render(|o| Some(format!("{o:?}").into_bytes())),
+        })
     }
 
     async fn connect(t: &HttpTarget) -> anyhow::Result<SendRequest<Full<Bytes>>> {
@@ -159,6 +185,11 @@ impl Conn {
             return Outcome::transport("not an HTTP target");
         };
         let t = t.clone();
+        let key = if method == Method::POST {
+            self.key()
+        } else {
+            None
+        };
         if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
             match Self::connect(&t).await {
                 Ok(s) => self.sender = Some(s),
@@ -178,6 +209,9 @@ impl Conn {
             .header(hyper::header::HOST, t.authority.as_str());
         if let Some(tok) = &t.token {
             req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {tok}"));
+        }
+        if let Some(key) = key {
+            req = req.header("Idempotency-Key", key);
         }
         let bytes = match &body {
             Some(b) => {
@@ -301,7 +335,8 @@ impl Conn {
                         })
                         .collect(),
                 };
-                Outcome::from_engine(e.place_order(req, None).await, 201, keep)
+                let idem = self.idem();
+                Outcome::from_engine(e.place_order_with(req, None, idem).await, 201, keep)
             }
         }
     }

@@ -176,18 +176,24 @@ impl From<DomainError> for ApiError {
 
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
+        ApiError::from(&e)
+    }
+}
+
+impl From<&EngineError> for ApiError {
+    fn from(e: &EngineError) -> Self {
         match e {
-            EngineError::Domain(d) => d.into(),
+            EngineError::Domain(d) => d.clone().into(),
             EngineError::OrderFailed { order, reason } => ApiError {
-                order: Some(order),
-                ..reason.into()
+                order: Some(order.clone()),
+                ..reason.clone().into()
             },
             EngineError::NotPayable { order } => ApiError {
                 detail: format!(
                     "order {} is {} and can no longer be paid; a refund was requested",
                     order.id, order.status
                 ),
-                order: Some(order),
+                order: Some(order.clone()),
                 ..ApiError::new(ProblemType::OrderNotPayable, "")
             },
             EngineError::NotFound(what) => match what.strip_prefix("sku ") {
@@ -221,7 +227,7 @@ impl From<EngineError> for ApiError {
                 ApiError::new(ProblemType::Internal, "a stored event does not decode")
             }
             EngineError::Unavailable(d) => {
-                ApiError::new(ProblemType::Unavailable, d).retry_after(1)
+                ApiError::new(ProblemType::Unavailable, d.clone()).retry_after(1)
             }
         }
     }

@@ -8,7 +8,8 @@ use actix_web::{web, FromRequest, Handler, HttpRequest, HttpResponse, Responder}
 use futures::StreamExt;
 use ordo_actors::domain::LineRequest;
 use ordo_actors::{
-    Engine, EngineError, OrderView, PaymentOutcome, PlaceOrder, ShipmentStep, SkuView, UpsertSku,
+    Engine, EngineError, Idempotency, OrderView, Outcome, PaymentOutcome, PlaceOrder, ShipmentStep,
+    SkuView, UpsertSku,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -257,55 +258,129 @@ pub enum Op {
     },
 }
 
-fn order_answer(r: Result<OrderView, EngineError>) -> Answer {
-    match r {
-        Ok(v) => Answer::json(StatusCode::OK, &v),
-        Err(e) => Answer::error(&e.into()),
+impl Op {
+    /// How this operation's outcome becomes an answer.
+    pub fn kind(&self) -> AnswerKind {
+        match self {
+            Op::Upsert(_) => AnswerKind::Upsert,
+            Op::Adjust { .. } => AnswerKind::Sku,
+            Op::Place(_) => AnswerKind::Place,
+            Op::Pay { .. } | Op::Cancel { .. } | Op::Ship { .. } => AnswerKind::Order,
+        }
     }
 }
 
-/// Runs one change against the engine. `order_id` is the id chosen in advance for a
-/// placement under an Idempotency-Key.
-pub async fn execute(engine: &Engine, op: Op, order_id: Option<String>, trace: Arc<str>) -> Answer {
-    let t = Some(trace);
-    match op {
-        Op::Upsert(req) => match engine.upsert_sku(req, t).await {
-            Ok((view, true)) => {
-                let loc = format!("/v1/skus/{}", view.sku);
-                Answer::json(StatusCode::CREATED, &view).with_location(loc)
+/// The shape of an operation's answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerKind {
+    /// 201 with `Location` when created, else 200.
+    Upsert,
+    /// 200 with the SKU.
+    Sku,
+    /// 201 with the PENDING order, or 409 with the FAILED one.
+    Place,
+    /// 200 with the order.
+    Order,
+}
+
+/// The answer an operation's outcome gets. One function, so the answer stored under an
+/// Idempotency-Key and the one sent are the same bytes.
+pub fn answer_of(kind: AnswerKind, outcome: Outcome<'_>) -> Answer {
+    match (kind, outcome) {
+        (_, Outcome::Sku { result: Err(e), .. }) | (_, Outcome::Order(Err(e))) => match (kind, e) {
+            (AnswerKind::Place, EngineError::OrderFailed { order, .. }) => {
+                placed_answer((**order).clone())
             }
-            Ok((view, false)) => Answer::json(StatusCode::OK, &view),
-            Err(e) => Answer::error(&e.into()),
+            _ => Answer::error(&ApiError::from(e)),
+        },
+        (
+            AnswerKind::Upsert,
+            Outcome::Sku {
+                result: Ok(view),
+                created: true,
+            },
+        ) => {
+            let loc = format!("/v1/skus/{}", view.sku);
+            Answer::json(StatusCode::CREATED, view).with_location(loc)
+        }
+        (
+            _,
+            Outcome::Sku {
+                result: Ok(view), ..
+            },
+        ) => Answer::json(StatusCode::OK, view),
+        (AnswerKind::Place, Outcome::Order(Ok(view))) => placed_answer(view.clone()),
+        (_, Outcome::Order(Ok(view))) => Answer::json(StatusCode::OK, view),
+        // Only stored (as "applied"), never sent: see `idempotency`.
+        (_, Outcome::Applied { order_id }) => Answer::error(&ApiError::new(
+            ProblemType::Internal,
+            format!("order {order_id}: the command is applied, its answer is not ready"),
+        )),
+    }
+}
+
+/// Runs one change against the engine; with `idem`, its answer is kept under the key in
+/// the same append as its events.
+pub async fn execute(
+    engine: &Engine,
+    op: Op,
+    idem: Option<Idempotency>,
+    trace: Arc<str>,
+) -> Answer {
+    let t = Some(trace);
+    let kind = op.kind();
+    match op {
+        Op::Upsert(req) => match engine.upsert_sku_with(req, t, idem).await {
+            Ok((view, created)) => answer_of(
+                kind,
+                Outcome::Sku {
+                    result: Ok(&view),
+                    created,
+                },
+            ),
+            Err(e) => answer_of(
+                kind,
+                Outcome::Sku {
+                    result: Err(&e),
+                    created: false,
+                },
+            ),
         },
         Op::Adjust { sku, delta, reason } => {
-            match engine.adjust_stock(&sku, delta, &reason, t).await {
-                Ok(v) => Answer::json(StatusCode::OK, &v),
-                Err(e) => Answer::error(&e.into()),
-            }
+            let r = engine
+                .adjust_stock_with(&sku, delta, &reason, t, idem)
+                .await;
+            answer_of(
+                kind,
+                Outcome::Sku {
+                    result: r.as_ref(),
+                    created: false,
+                },
+            )
         }
         Op::Place(req) => {
-            let res = match order_id {
-                Some(id) => engine.place_order_as(id, req, t).await,
-                None => engine.place_order(req, t).await,
-            };
-            match res {
-                Ok(v) => placed_answer(v),
-                Err(EngineError::OrderFailed { order, .. }) => placed_answer(*order),
-                Err(e) => Answer::error(&e.into()),
-            }
+            let r = engine.place_order_with(req, t, idem).await;
+            answer_of(kind, Outcome::Order(r.as_ref()))
         }
         Op::Pay {
             order_id,
             payment_ref,
             outcome,
             amount_minor,
-        } => order_answer(
-            engine
-                .pay(&order_id, &payment_ref, outcome, amount_minor, t)
-                .await,
-        ),
-        Op::Cancel { order_id, reason } => order_answer(engine.cancel(&order_id, &reason, t).await),
-        Op::Ship { order_id, step } => order_answer(engine.ship(&order_id, step, t).await),
+        } => {
+            let r = engine
+                .pay_with(&order_id, &payment_ref, outcome, amount_minor, t, idem)
+                .await;
+            answer_of(kind, Outcome::Order(r.as_ref()))
+        }
+        Op::Cancel { order_id, reason } => {
+            let r = engine.cancel_with(&order_id, &reason, t, idem).await;
+            answer_of(kind, Outcome::Order(r.as_ref()))
+        }
+        Op::Ship { order_id, step } => {
+            let r = engine.ship_with(&order_id, step, t, idem).await;
+            answer_of(kind, Outcome::Order(r.as_ref()))
+        }
     }
 }
 
@@ -713,12 +788,12 @@ pub async fn list_events(
     responses((status = 200, description = "Alive", body = Health),
               (status = 503, description = "The journal stopped after a failed write", body = Problem, content_type = PROBLEM)))]
 pub async fn healthz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    match state.engine.get() {
-        Some(e) if !e.is_healthy() => Err(ApiError::new(
+    match state.engine.get().and_then(Engine::stopped_reason) {
+        Some(why) => Err(ApiError::new(
             ProblemType::Unavailable,
-            "the engine stopped after a failed write; restart it",
+            format!("the engine stopped ({why}); restart it"),
         )),
-        _ => Ok(HttpResponse::Ok().json(Health { status: "ok" })),
+        None => Ok(HttpResponse::Ok().json(Health { status: "ok" })),
     }
 }
 

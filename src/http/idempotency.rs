@@ -2,48 +2,52 @@
 //! same key with another request is 422 `idempotency_mismatch`; keys are durable for a
 //! configurable time (24 h by default); concurrent requests with one key run once.
 //!
-//! How:
+//! How (SPEC §2 "One command, one atomic append"):
 //! - Per key, one async mutex in this process (a DashMap of them, removed when nobody
 //!   waits): concurrent requests with one key queue behind the first, then find its
 //!   stored answer.
-//! - Before the operation runs, an `InFlight` record is written durably to the store's
-//!   idempotency column family. For an order it carries the order id chosen in advance,
-//!   so after a crash between "order stored" and "answer stored" a retry finds the order
-//!   (its creation events give back the first answer) instead of placing a second one.
-//! - After it runs, the answer replaces the record, before the client sees it. Answers
-//!   that are the server's fault (5xx: overloaded, unavailable) are not kept: the record
-//!   is removed so a retry runs again.
+//! - Under it, the key's record is read. None: the command runs with an
+//!   [`Idempotency`] whose render turns the engine's outcome into the answer; the engine
+//!   stores that answer in the same journal append as the command's events, and answers
+//!   only once it is durable. So a crash leaves either the command and its answer, or
+//!   neither: a retry replays the one or runs the command (once) for the first time. No
+//!   idempotency write happens here, on an HTTP worker.
+//! - A command whose saga outlives its first append (a payment's stock deduction, a
+//!   confirmed order's cancellation) stores "applied" with that append and its answer
+//!   with the last: a retry that finds "applied" (the process died in between) is
+//!   answered with the order as it is once recovery has finished the saga.
+//! - Answers that are the server's fault (5xx: overloaded, unavailable) are not kept, so
+//!   a retry runs again.
 //! - The whole sequence runs on a spawned task, so a client that hangs up cannot cut it
 //!   in half.
-//!
-//! An `InFlight` record found while holding the key's mutex was left by a process that
-//! died (or a write that failed): for orders it is resolved as above; other operations
-//! run again (payments are idempotent by `payment_ref` anyway; a repeated cancel or
-//! shipment step then answers 409 `invalid_transition`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
-use ordo_actors::{Engine, Status};
-use ordo_storage::{now_ms, IdempotencyRecord, PutOutcome};
+use ordo_actors::{Engine, Idempotency, OrderView, Outcome, Status};
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::answer::Answer;
 use super::error::{ApiError, ProblemType};
-use super::handlers::{execute, Op};
+use super::handlers::{answer_of, execute, AnswerKind, Op};
 use super::AppState;
 
+/// What is stored under a key.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 enum Stored {
+    /// The command is applied and durable; its saga went on (see the module docs).
+    Applied { order_id: String },
+    /// The answer.
+    Done { answer: Answer },
+    /// Written by releases before the atomic append (a claim taken before the command
+    /// ran); still read from their stores.
     InFlight {
         #[serde(default)]
         order_id: Option<String>,
-    },
-    Done {
-        answer: Answer,
     },
 }
 
@@ -69,8 +73,8 @@ pub fn fingerprint(method: &str, path: &str, canonical_body: &[u8]) -> Vec<u8> {
     h.finalize().to_vec()
 }
 
-fn encode(s: &Stored) -> Vec<u8> {
-    serde_json::to_vec(s).unwrap_or_default()
+fn encode(s: &Stored) -> Option<Vec<u8>> {
+    serde_json::to_vec(s).ok()
 }
 
 /// Runs `op` once per (`scope`, `key`) and answers every request with that key alike.
@@ -84,19 +88,19 @@ pub async fn run(
     op: Op,
     trace: Arc<str>,
 ) -> (Answer, bool) {
-    let store_key = format!("{scope}\n{key}").into_bytes();
+    let store_key = format!("{scope}\n{key}");
     let lock = state
         .idem_locks
-        .entry(store_key.clone())
+        .entry(store_key.clone().into_bytes())
         .or_default()
         .clone();
     let guard = lock.lock().await;
-    let out = locked(&state, &engine, &store_key, fingerprint, op, trace).await;
+    let out = locked(&state, &engine, store_key.clone(), fingerprint, op, trace).await;
     drop(guard);
     drop(lock);
     state
         .idem_locks
-        .remove_if(&store_key, |_, l| Arc::strong_count(l) == 1);
+        .remove_if(store_key.as_bytes(), |_, l| Arc::strong_count(l) == 1);
     if out.1 {
         state
             .metrics
@@ -109,23 +113,11 @@ pub async fn run(
 async fn locked(
     state: &AppState,
     engine: &Engine,
-    store_key: &[u8],
+    store_key: String,
     fingerprint: Vec<u8>,
     op: Op,
     trace: Arc<str>,
 ) -> (Answer, bool) {
-    let store = engine.store();
-    let now = now_ms();
-    let ttl = state.settings.idempotency_ttl.as_millis() as u64;
-    let mut order_id = matches!(op, Op::Place(_)).then(Engine::new_order_id);
-    let record = IdempotencyRecord {
-        fingerprint: fingerprint.clone(),
-        response: encode(&Stored::InFlight {
-            order_id: order_id.clone(),
-        }),
-        created_at_ms: now,
-        expires_at_ms: now.saturating_add(ttl),
-    };
     let internal = |e: &dyn std::fmt::Display| {
         tracing::error!(error = %e, "idempotency store");
         (
@@ -136,10 +128,10 @@ async fn locked(
             false,
         )
     };
-    match store.idempotency_put_if_absent(store_key, &record, now) {
+    match engine.idempotency_record(&store_key) {
         Err(e) => return internal(&e),
-        Ok(PutOutcome::Inserted) => {}
-        Ok(PutOutcome::Existing(old)) => {
+        Ok(None) => {}
+        Ok(Some(old)) => {
             if old.fingerprint != fingerprint {
                 return (
                     Answer::error(&ApiError::new(
@@ -151,51 +143,62 @@ async fn locked(
             }
             match serde_json::from_slice::<Stored>(&old.response) {
                 Ok(Stored::Done { answer }) => return (answer, true),
+                Ok(Stored::Applied { order_id }) => {
+                    let answer = answer_of(
+                        AnswerKind::Order,
+                        Outcome::Order(engine.get_order(&order_id).await.as_ref()),
+                    );
+                    return (answer, true);
+                }
+                // An older release's claim whose process died: was its order stored?
                 Ok(Stored::InFlight { order_id: Some(id) }) => {
-                    // Left by a process that died: was the order stored before it did?
                     match engine.order_at_creation(&id) {
-                        Ok(Some(view)) => {
-                            let answer = placed_answer(view);
-                            finish(store, store_key, &old, &answer);
-                            return (answer, true);
-                        }
-                        Ok(None) => order_id = Some(id),
+                        Ok(Some(view)) => return (placed_answer(view), true),
+                        Ok(None) => {}
                         Err(e) => return internal(&e),
                     }
                 }
-                // Left by a process that died: run it (again).
                 Ok(Stored::InFlight { order_id: None }) => {}
                 Err(e) => return internal(&e),
             }
         }
     }
-    let answer = execute(engine, op, order_id, trace).await;
-    finish(store, store_key, &record, &answer);
-    (answer, false)
-}
-
-/// Stores the answer under the key (or frees the key after a server-side failure).
-fn finish(store: &ordo_storage::Store, key: &[u8], rec: &IdempotencyRecord, answer: &Answer) {
-    let res = if answer.status().is_server_error() {
-        store.idempotency_delete(key)
-    } else {
-        store.idempotency_put(
-            key,
-            &IdempotencyRecord {
-                response: encode(&Stored::Done {
-                    answer: answer.clone(),
-                }),
-                ..rec.clone()
-            },
-        )
+    // The answer the engine stores is kept here too, so the one sent is the same bytes.
+    let kind = op.kind();
+    let kept: Arc<Mutex<Option<Answer>>> = Arc::default();
+    let slot = kept.clone();
+    let idem = Idempotency {
+        key: store_key,
+        fingerprint,
+        ttl: state.settings.idempotency_ttl,
+        render: ordo_actors::render(move |outcome: Outcome<'_>| {
+            let stored = match outcome {
+                Outcome::Applied { order_id } => Stored::Applied {
+                    order_id: order_id.to_owned(),
+                },
+                other => {
+                    let answer = answer_of(kind, other);
+                    if answer.status().is_server_error() {
+                        return None;
+                    }
+                    *slot.lock() = Some(answer.clone());
+                    Stored::Done { answer }
+                }
+            };
+            encode(&stored)
+        }),
     };
-    if let Err(e) = res {
-        tracing::error!(error = %e, "cannot store an idempotent answer; a retry will be resolved from the log");
-    }
+    let answer = execute(engine, op, Some(idem), trace).await;
+    // A stored answer was durable before the engine answered; a 5xx was never stored.
+    let sent = match kept.lock().take() {
+        Some(stored) if !answer.status().is_server_error() => stored,
+        _ => answer,
+    };
+    (sent, false)
 }
 
 /// The answer a placement gave: 201 with the order, or 409 with the FAILED order.
-pub fn placed_answer(view: ordo_actors::OrderView) -> Answer {
+pub fn placed_answer(view: OrderView) -> Answer {
     if view.status == Status::Failed {
         let kind = match view.failure_reason.as_deref() {
             Some("limit_exceeded") => ProblemType::LimitExceeded,

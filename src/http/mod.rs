@@ -72,11 +72,13 @@ impl AppState {
             return Err(ApiError::new(ProblemType::Unavailable, "shutting down").retry_after(1));
         }
         match self.engine.get() {
-            Some(e) if e.is_healthy() => Ok(e.clone()),
-            Some(_) => Err(ApiError::new(
-                ProblemType::Unavailable,
-                "the engine is stopped (after a failed write, or shutting down)",
-            )),
+            Some(e) => match e.stopped_reason() {
+                None => Ok(e.clone()),
+                Some(why) => Err(ApiError::new(
+                    ProblemType::Unavailable,
+                    format!("the engine is stopped: {why}"),
+                )),
+            },
             None => Err(ApiError::new(
                 ProblemType::Unavailable,
                 "recovering the event log; not ready yet",

@@ -6,6 +6,9 @@ use crate::error::{Result, StorageError};
 /// The format byte in front of every stored value. A new encoding gets a new byte; readers
 /// dispatch on it, so stores written by older releases keep decoding.
 pub const VALUE_FORMAT_V1: u8 = 1;
+/// The format byte of event envelopes that carry the idempotency stamp (`events` only;
+/// envelopes of format 1 still decode, without it).
+pub const EVENT_FORMAT_V2: u8 = 2;
 
 pub(crate) fn bincode_config() -> bincode::config::Configuration {
     bincode::config::standard()
@@ -43,21 +46,58 @@ pub(crate) fn decode<T: bincode::Decode<()>>(
     }
 }
 
-/// Like [`decode`] but borrows strings and byte slices from `bytes`.
-pub(crate) fn borrow_decode<'a, T: bincode::BorrowDecode<'a, ()>>(
+/// Encodes an event envelope (format 2) into `out` (appending).
+pub(crate) fn encode_event_into(
+    view: &crate::event::EventView<'_>,
+    out: &mut Vec<u8>,
+) -> Result<()> {
+    out.push(EVENT_FORMAT_V2);
+    bincode::encode_into_std_write(view, out, bincode_config())
+        .map(|_| ())
+        .map_err(|e| StorageError::Encode(e.to_string()))
+}
+
+/// Decodes an event envelope of either format, borrowing from `bytes`.
+pub(crate) fn decode_event_view<'a>(
     bytes: &'a [u8],
-    cf: &'static str,
     key: impl Fn() -> String,
-) -> Result<T> {
-    let body = strip_format(bytes, cf, &key)?;
-    match bincode::borrow_decode_from_slice::<T, _>(body, bincode_config()) {
-        Ok((v, used)) if used == body.len() => Ok(v),
-        Ok((_, used)) => Err(corrupt(
-            cf,
+) -> Result<crate::event::EventView<'a>> {
+    const CF: &str = "events";
+    fn finish<T>(
+        r: std::result::Result<(T, usize), bincode::error::DecodeError>,
+        len: usize,
+        key: &dyn Fn() -> String,
+    ) -> Result<T> {
+        match r {
+            Ok((v, used)) if used == len => Ok(v),
+            Ok((_, used)) => Err(corrupt(CF, key(), format!("{} trailing bytes", len - used))),
+            Err(e) => Err(corrupt(CF, key(), e.to_string())),
+        }
+    }
+    match bytes.split_first() {
+        Some((&EVENT_FORMAT_V2, body)) => finish(
+            bincode::borrow_decode_from_slice::<crate::event::EventView<'a>, _>(
+                body,
+                bincode_config(),
+            ),
+            body.len(),
+            &key,
+        ),
+        Some((&VALUE_FORMAT_V1, body)) => finish(
+            bincode::borrow_decode_from_slice::<crate::event::EventViewV1<'a>, _>(
+                body,
+                bincode_config(),
+            ),
+            body.len(),
+            &key,
+        )
+        .map(Into::into),
+        Some((other, _)) => Err(corrupt(
+            CF,
             key(),
-            format!("{} trailing bytes", body.len() - used),
+            format!("unknown value format byte {other}"),
         )),
-        Err(e) => Err(corrupt(cf, key(), e.to_string())),
+        None => Err(corrupt(CF, key(), "empty value".to_owned())),
     }
 }
 

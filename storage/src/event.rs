@@ -22,6 +22,11 @@ pub struct NewEvent {
 }
 
 /// A stored event, owned.
+///
+/// `idempotency_key` names the (scope, key) whose command this event's append applied:
+/// the journal stamps it on the first event of an append that carries an
+/// [`crate::IdempotencyWrite`] with `applies` set, so `ordo verify` can prove from the log
+/// alone that no key was applied twice while its answer was kept (`idempotency_expires_ms`).
 #[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub struct EventRecord {
     pub seq: u64,
@@ -32,6 +37,8 @@ pub struct EventRecord {
     pub at_ms: u64,
     pub trace_id: Option<String>,
     pub payload: Vec<u8>,
+    pub idempotency_key: Option<String>,
+    pub idempotency_expires_ms: u64,
 }
 
 /// A stored event borrowed from the bytes it was read from: decoding it allocates nothing,
@@ -47,6 +54,38 @@ pub struct EventView<'a> {
     pub at_ms: u64,
     pub trace_id: Option<&'a str>,
     pub payload: &'a [u8],
+    pub idempotency_key: Option<&'a str>,
+    pub idempotency_expires_ms: u64,
+}
+
+/// The envelope as releases before the idempotency stamp wrote it (value format 1).
+#[derive(Debug, Clone, Copy, bincode::BorrowDecode)]
+pub(crate) struct EventViewV1<'a> {
+    pub seq: u64,
+    pub stream: &'a str,
+    pub version: u64,
+    pub event_type: &'a str,
+    pub schema: u16,
+    pub at_ms: u64,
+    pub trace_id: Option<&'a str>,
+    pub payload: &'a [u8],
+}
+
+impl<'a> From<EventViewV1<'a>> for EventView<'a> {
+    fn from(v: EventViewV1<'a>) -> Self {
+        EventView {
+            seq: v.seq,
+            stream: v.stream,
+            version: v.version,
+            event_type: v.event_type,
+            schema: v.schema,
+            at_ms: v.at_ms,
+            trace_id: v.trace_id,
+            payload: v.payload,
+            idempotency_key: None,
+            idempotency_expires_ms: 0,
+        }
+    }
 }
 
 impl EventView<'_> {
@@ -60,6 +99,8 @@ impl EventView<'_> {
             at_ms: self.at_ms,
             trace_id: self.trace_id.map(str::to_owned),
             payload: self.payload.to_vec(),
+            idempotency_key: self.idempotency_key.map(str::to_owned),
+            idempotency_expires_ms: self.idempotency_expires_ms,
         }
     }
 }
@@ -75,6 +116,8 @@ impl NewEvent {
             at_ms: self.at_ms,
             trace_id: self.trace_id.as_deref(),
             payload: &self.payload,
+            idempotency_key: None,
+            idempotency_expires_ms: 0,
         }
     }
 }

@@ -8,7 +8,14 @@
 //! next one, so under load one fsync covers as many appends as arrived during the last.
 //!
 //! Fail stop: if a write fails, every caller in that batch gets the error, the journal
-//! refuses every later append, and nothing is ever acknowledged that is not stored.
+//! refuses every later append, and nothing is ever acknowledged that is not stored. With
+//! [`JournalOptions::stop_on_conflict`] (the engine's setting) a version conflict stops it
+//! the same way: the engine only appends what its actors believe valid, so a refused
+//! version means memory and log disagree, and writing on would hide that.
+//!
+//! One append is one command's whole effect: its events, the command's idempotency record
+//! ([`IdempotencyWrite`]) and any snapshots or `meta` records, all in one RocksDB write
+//! batch: all durable or none.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -27,7 +34,8 @@ use crate::codec::{self, seq_key, stream_key};
 use crate::error::{Result, StorageError};
 use crate::event::{valid_stream_name, NewEvent};
 use crate::store::{
-    SnapshotRecord, Store, CF_EVENTS, CF_META, CF_SNAPSHOTS, CF_STREAMS, META_LAST_SEQ,
+    IdempotencyRecord, SnapshotRecord, Store, CF_EVENTS, CF_IDEMPOTENCY, CF_META, CF_SNAPSHOTS,
+    CF_STREAMS, META_LAST_SEQ,
 };
 
 /// A snapshot written in the same batch as events. It covers `stream` up to `version`,
@@ -41,14 +49,36 @@ pub struct SnapshotWrite {
     pub state: Vec<u8>,
 }
 
-/// One append: events stored all-or-nothing, plus snapshots and `meta` records stored in
-/// the same batch (so a checkpoint marker is durable exactly when what precedes it is).
-/// An empty append is a barrier: it resolves once everything queued before it is durable.
+/// A command's idempotency record, stored in the same batch as the command's events.
+#[derive(Debug, Clone)]
+pub struct IdempotencyWrite {
+    /// The record's key in the `idempotency` column family (the caller's scope and key).
+    pub key: String,
+    pub record: IdempotencyRecord,
+    /// This append applies the command (its first event is stamped with `key`), rather
+    /// than only storing an answer (a refusal, or the end of a saga whose first step
+    /// carried the stamp).
+    pub applies: bool,
+}
+
+/// One append: events stored all-or-nothing, plus the command's idempotency record,
+/// snapshots and `meta` records stored in the same batch (so a checkpoint marker is
+/// durable exactly when what precedes it is). An empty append is a barrier: it resolves
+/// once everything queued before it is durable.
 #[derive(Debug, Clone, Default)]
 pub struct Append {
     pub events: Vec<NewEvent>,
     pub snapshots: Vec<SnapshotWrite>,
     pub meta: Vec<(String, Vec<u8>)>,
+    pub idempotency: Option<IdempotencyWrite>,
+}
+
+/// How the journal treats appends.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct JournalOptions {
+    /// A version conflict stops the journal (fail stop) instead of refusing only that
+    /// append. For writers that never append a version they do not believe valid.
+    pub stop_on_conflict: bool,
 }
 
 impl Append {
@@ -102,6 +132,8 @@ struct Queue {
     closed: bool,
     /// Set once a write failed: the reason every later append is refused with.
     stopped: Option<String>,
+    /// Failure point: while set, the writer leaves what is queued unwritten.
+    held: bool,
 }
 
 struct Shared {
@@ -111,6 +143,7 @@ struct Shared {
     durable: watch::Sender<u64>,
     /// Failure point: the next batch write fails as if RocksDB had refused it.
     fail_next_write: AtomicBool,
+    options: JournalOptions,
 }
 
 struct Inner {
@@ -156,6 +189,11 @@ const HEAD_CACHE_MAX: usize = 1 << 20;
 impl Journal {
     /// Starts the writer thread on `store`.
     pub fn start(store: Arc<Store>) -> Result<Self> {
+        Self::start_with(store, JournalOptions::default())
+    }
+
+    /// Starts the writer thread on `store` with `options`.
+    pub fn start_with(store: Arc<Store>, options: JournalOptions) -> Result<Self> {
         let last_seq = store.last_seq()?;
         let (durable, _) = watch::channel(last_seq);
         let shared = Arc::new(Shared {
@@ -164,6 +202,7 @@ impl Journal {
             stats: JournalStats::default(),
             durable,
             fail_next_write: AtomicBool::new(false),
+            options,
         });
         let writer = Writer {
             store: store.clone(),
@@ -242,10 +281,34 @@ impl Journal {
             .store(true, Ordering::SeqCst);
     }
 
+    /// Failure point for tests: the writer stops writing (appends queue up, none becomes
+    /// durable) until the returned guard is dropped. Makes "not yet durable" windows
+    /// deterministic.
+    #[doc(hidden)]
+    pub fn hold_writes_for_test(&self) -> HoldWrites {
+        self.inner.shared.queue.lock().held = true;
+        HoldWrites {
+            shared: self.inner.shared.clone(),
+        }
+    }
+
     /// Writes what is queued, refuses new appends, and stops the writer thread. Later
     /// appends fail with [`StorageError::JournalClosed`].
     pub fn close(&self) {
         close(&self.inner.shared, &self.inner.thread);
+    }
+}
+
+/// Releases the writer held by [`Journal::hold_writes_for_test`] when dropped.
+#[doc(hidden)]
+pub struct HoldWrites {
+    shared: Arc<Shared>,
+}
+
+impl Drop for HoldWrites {
+    fn drop(&mut self) {
+        self.shared.queue.lock().held = false;
+        self.shared.wake.notify_all();
     }
 }
 
@@ -295,7 +358,7 @@ impl Writer {
         loop {
             {
                 let mut q = self.shared.queue.lock();
-                while q.pending.is_empty() && !q.closed {
+                while (q.pending.is_empty() || q.held) && !q.closed {
                     self.shared.wake.wait(&mut q);
                 }
                 if q.pending.is_empty() {
@@ -303,6 +366,7 @@ impl Writer {
                 }
                 std::mem::swap(&mut q.pending, &mut batch);
             }
+
             if let Err(reason) = self.write(&mut batch) {
                 let mut q = self.shared.queue.lock();
                 q.stopped = Some(reason.clone());
@@ -391,16 +455,38 @@ impl Writer {
         let mut next = self.next_seq;
         let mut n_events = 0u64;
 
-        for Pending { req, tx } in batch.drain(..) {
+        let cf_idem = store.cf(CF_IDEMPOTENCY);
+        let mut pending = batch.drain(..);
+        while let Some(Pending { req, tx }) = pending.next() {
             if let Err(e) = self.check(&req, &mut staged) {
+                if self.shared.options.stop_on_conflict
+                    && matches!(e, StorageError::VersionConflict { .. })
+                {
+                    // Memory and log disagree: write nothing of this batch, stop.
+                    let reason = format!("{e}: memory and log disagree (a bug); stopped");
+                    for p in pending.by_ref() {
+                        let _ = p.tx.send(Err(StorageError::JournalStopped(reason.clone())));
+                    }
+                    return self.fail(answers, tx, reason);
+                }
                 answers.push((tx, Err(e)));
                 continue;
             }
             let first = next;
             let mut encode_err = None;
-            for ev in &req.events {
+            let stamp = req
+                .idempotency
+                .as_ref()
+                .filter(|w| w.applies)
+                .map(|w| (w.key.as_str(), w.record.expires_at_ms));
+            for (i, ev) in req.events.iter().enumerate() {
                 self.buf.clear();
-                if let Err(e) = codec::encode_into(&ev.view(next), &mut self.buf) {
+                let mut view = ev.view(next);
+                if let (0, Some((key, expires))) = (i, stamp) {
+                    view.idempotency_key = Some(key);
+                    view.idempotency_expires_ms = expires;
+                }
+                if let Err(e) = codec::encode_event_into(&view, &mut self.buf) {
                     encode_err = Some(e);
                     break;
                 }
@@ -438,6 +524,12 @@ impl Writer {
             }
             for (key, value) in &req.meta {
                 wb.put_cf(cf_meta, key.as_bytes(), value);
+            }
+            if let Some(w) = &req.idempotency {
+                match codec::encode(&w.record) {
+                    Ok(bytes) => wb.put_cf(cf_idem, w.key.as_bytes(), bytes),
+                    Err(e) => return self.fail(answers, tx, e.to_string()),
+                }
             }
             n_events += req.events.len() as u64;
             // `next >= 1` always; an append of snapshots only gets the empty range.

@@ -17,12 +17,12 @@ mod event;
 mod journal;
 mod store;
 
-pub use codec::VALUE_FORMAT_V1;
+pub use codec::{EVENT_FORMAT_V2, VALUE_FORMAT_V1};
 pub use error::{Result, StorageError};
 pub use event::{valid_stream_name, EventRecord, EventView, NewEvent};
 pub use journal::{
-    Append, AppendTicket, Journal, JournalStats, Receipt, SnapshotWrite, BATCH_BUCKETS,
-    WRITE_BUCKETS_US,
+    Append, AppendTicket, HoldWrites, IdempotencyWrite, Journal, JournalOptions, JournalStats,
+    Receipt, SnapshotWrite, BATCH_BUCKETS, WRITE_BUCKETS_US,
 };
 pub use store::{
     now_ms, Durability, EventIter, IdempotencyRecord, PutOutcome, SnapshotRecord, Store,

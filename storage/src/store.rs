@@ -619,19 +619,11 @@ impl Store {
 }
 
 pub(crate) fn decode_event(seq: u64, bytes: &[u8]) -> Result<EventRecord> {
-    let rec: EventRecord = codec::decode(bytes, CF_EVENTS, || format!("seq {seq}"))?;
-    if rec.seq != seq {
-        return Err(corrupt(
-            CF_EVENTS,
-            format!("seq {seq}"),
-            format!("record says seq {}", rec.seq),
-        ));
-    }
-    Ok(rec)
+    decode_event_view(seq, bytes).map(|v| v.to_record())
 }
 
 pub(crate) fn decode_event_view(seq: u64, bytes: &[u8]) -> Result<EventView<'_>> {
-    let view: EventView<'_> = codec::borrow_decode(bytes, CF_EVENTS, || format!("seq {seq}"))?;
+    let view = codec::decode_event_view(bytes, || format!("seq {seq}"))?;
     if view.seq != seq {
         return Err(corrupt(
             CF_EVENTS,

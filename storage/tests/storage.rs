@@ -279,6 +279,7 @@ fn reopen_after_clean_close_keeps_everything_and_versions_continue() {
                 state: b"state@10".to_vec(),
             }],
             meta: vec![("checkpoint".into(), 20u64.to_be_bytes().to_vec())],
+            idempotency: None,
         })
         .wait()
         .unwrap();
@@ -340,6 +341,7 @@ fn snapshots_are_tagged_with_the_seq_they_cover() {
                 state: vec![1, 2, 3],
             }],
             meta: vec![],
+            idempotency: None,
         })
         .wait()
         .unwrap();
@@ -366,6 +368,7 @@ fn snapshots_are_tagged_with_the_seq_they_cover() {
                 state: vec![],
             }],
             meta: vec![],
+            idempotency: None,
         })
         .wait()
         .unwrap_err();
@@ -543,7 +546,7 @@ fn a_corrupted_value_yields_an_error_naming_its_seq_and_column_family() {
 
 /// Re-encodes a view the way the journal stores it (format byte + bincode).
 fn ordo_storage_encode(v: ordo_storage::EventView<'_>) -> Vec<u8> {
-    let mut out = vec![ordo_storage::VALUE_FORMAT_V1];
+    let mut out = vec![ordo_storage::EVENT_FORMAT_V2];
     out.extend(bincode::encode_to_vec(v, bincode::config::standard()).unwrap());
     out
 }
@@ -733,4 +736,133 @@ fn parse_ack(line: &str) -> Option<(u64, String, u64)> {
     let stream = it.next()?.to_owned();
     let version: u64 = it.next()?.parse().ok()?;
     Some((first, stream, version))
+}
+
+fn idem_write(key: &str, answer: &[u8], applies: bool) -> ordo_storage::IdempotencyWrite {
+    ordo_storage::IdempotencyWrite {
+        key: key.into(),
+        record: IdempotencyRecord {
+            fingerprint: b"fp".to_vec(),
+            response: answer.to_vec(),
+            created_at_ms: 1,
+            expires_at_ms: u64::MAX / 2,
+        },
+        applies,
+    }
+}
+
+#[test]
+fn a_command_append_stores_its_idempotency_record_and_stamps_its_first_event() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Durability::Sync);
+    let j = Journal::start(store.clone()).unwrap();
+    j.append(Append {
+        events: vec![ev("sku/k", 1), ev("sku/k", 2)],
+        idempotency: Some(idem_write("scope\nkey-1", b"answer-1", true)),
+        ..Append::default()
+    })
+    .wait()
+    .unwrap();
+    // A record-only append (a refusal's answer) stamps nothing.
+    j.append(Append {
+        idempotency: Some(idem_write("scope\nkey-2", b"answer-2", false)),
+        ..Append::default()
+    })
+    .wait()
+    .unwrap();
+    let rec = store.idempotency_get(b"scope\nkey-1", 2).unwrap().unwrap();
+    assert_eq!(rec.response, b"answer-1");
+    let rec = store.idempotency_get(b"scope\nkey-2", 2).unwrap().unwrap();
+    assert_eq!(rec.response, b"answer-2");
+    let events = store.read_stream("sku/k", 1).unwrap();
+    assert_eq!(events[0].idempotency_key.as_deref(), Some("scope\nkey-1"));
+    assert_eq!(events[0].idempotency_expires_ms, u64::MAX / 2);
+    assert_eq!(events[1].idempotency_key, None);
+
+    // A refused append stores neither its events nor its record.
+    let err = j
+        .append(Append {
+            events: vec![ev("sku/k", 9)],
+            idempotency: Some(idem_write("scope\nkey-3", b"answer-3", true)),
+            ..Append::default()
+        })
+        .wait()
+        .unwrap_err();
+    assert!(matches!(err, StorageError::VersionConflict { .. }), "{err}");
+    assert_eq!(store.idempotency_get(b"scope\nkey-3", 2).unwrap(), None);
+}
+
+#[test]
+fn events_written_in_the_first_envelope_format_still_decode() {
+    #[derive(bincode::Encode)]
+    struct V1<'a> {
+        seq: u64,
+        stream: &'a str,
+        version: u64,
+        event_type: &'a str,
+        schema: u16,
+        at_ms: u64,
+        trace_id: Option<&'a str>,
+        payload: &'a [u8],
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Durability::Sync);
+    let j = Journal::start(store.clone()).unwrap();
+    append(&j, vec![ev("sku/old", 1)]).unwrap();
+    let mut bytes = vec![ordo_storage::VALUE_FORMAT_V1];
+    let old = V1 {
+        seq: 1,
+        stream: "sku/old",
+        version: 1,
+        event_type: "StockAdjusted",
+        schema: 1,
+        at_ms: 7,
+        trace_id: Some("t"),
+        payload: b"p",
+    };
+    bytes.extend(bincode::encode_to_vec(old, bincode::config::standard()).unwrap());
+    store.corrupt_event_for_test(1, &bytes).unwrap();
+    let rec = store.get_event(1).unwrap().unwrap();
+    assert_eq!(
+        (rec.at_ms, rec.trace_id.as_deref(), rec.idempotency_key),
+        (7, Some("t"), None)
+    );
+    let mut seen = 0;
+    store
+        .scan_from(0, |v| {
+            seen += 1;
+            assert_eq!((v.stream, v.payload), ("sku/old", &b"p"[..]));
+            Ok(true)
+        })
+        .unwrap();
+    assert_eq!(seen, 1);
+}
+
+#[test]
+fn with_stop_on_conflict_a_version_conflict_stops_the_journal_and_writes_nothing_of_its_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Durability::Sync);
+    let j = Journal::start_with(
+        store.clone(),
+        ordo_storage::JournalOptions {
+            stop_on_conflict: true,
+        },
+    )
+    .unwrap();
+    append(&j, vec![ev("order/x", 1)]).unwrap();
+    // Hold the writer so that a good append and a conflicting one share a batch.
+    let hold = j.hold_writes_for_test();
+    let good = j.append(Append::events(vec![ev("order/y", 1)]));
+    let bad = j.append(Append::events(vec![ev("order/x", 1)]));
+    drop(hold);
+    assert!(matches!(bad.wait(), Err(StorageError::JournalStopped(_))));
+    assert!(matches!(good.wait(), Err(StorageError::JournalStopped(_))));
+    let reason = j.stopped().expect("stopped");
+    assert!(reason.contains("version conflict"), "{reason}");
+    assert!(matches!(
+        append(&j, vec![ev("order/z", 1)]),
+        Err(StorageError::JournalStopped(_))
+    ));
+    assert_eq!(store.stream_head("order/y").unwrap(), 0);
+    assert_eq!(store.last_seq().unwrap(), 1);
 }

@@ -98,12 +98,25 @@ pub struct Order {
     pub failure: Option<(String, String)>,
     /// Payment refs for which a refund has been requested (late payments, cancellation).
     pub refunds: Vec<String>,
+    /// Every payment attempt recorded on the order (succeeded or failed), in order: what
+    /// tells a replay (same ref, outcome and amount) from a new attempt.
+    pub payments: Vec<Payment>,
     pub history: Vec<HistoryEntry>,
     pub version: u64,
 }
 
+/// A payment attempt recorded on an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Payment {
+    pub payment_ref: String,
+    pub outcome: PaymentOutcome,
+    pub amount_minor: i64,
+}
+
 /// A payment outcome as reported by the payment provider.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentOutcome {
     Succeeded,
@@ -242,8 +255,16 @@ pub fn decide(o: &Order, cmd: &OrderCommand) -> DomainResult<Vec<OrderEvent>> {
             if !o.is_created() {
                 return Err(transition(o, "be paid"));
             }
-            if o.payment_ref.as_ref() == Some(payment_ref) {
-                return Ok(vec![]); // the same payment again: already recorded
+            // SPEC §1: the same ref with the same outcome and amount is a replay (nothing
+            // recorded); anything else is a new attempt and follows the rules below, so a
+            // success reusing a failed payment's ref cannot slip through as a "replay".
+            let replay = o.payments.iter().any(|p| {
+                p.payment_ref == *payment_ref
+                    && p.outcome == *outcome
+                    && p.amount_minor == *amount_minor
+            });
+            if replay {
+                return Ok(vec![]);
             }
             let payable = o.status == Some(Status::Pending) && *now_ms < o.expires_at_ms;
             if !payable {
@@ -361,9 +382,21 @@ pub fn apply(o: &mut Order, ev: &OrderEvent, at_ms: u64) {
         }
         PaymentSucceeded(e) => {
             o.payment_ref = Some(e.payment_ref.clone());
+            o.payments.push(Payment {
+                payment_ref: e.payment_ref.clone(),
+                outcome: PaymentOutcome::Succeeded,
+                amount_minor: e.amount_minor,
+            });
             set_status(o, Status::Paid, at_ms, None);
         }
-        PaymentFailed(e) => o.payment_ref = Some(e.payment_ref.clone()),
+        PaymentFailed(e) => {
+            o.payment_ref = Some(e.payment_ref.clone());
+            o.payments.push(Payment {
+                payment_ref: e.payment_ref.clone(),
+                outcome: PaymentOutcome::Failed,
+                amount_minor: e.amount_minor,
+            });
+        }
         OrderConfirmed(_) => set_status(o, Status::Confirmed, at_ms, None),
         OrderCancelled(e) => {
             o.cancel_reason = Some(e.reason.clone());

@@ -9,6 +9,7 @@
 pub mod config;
 pub(crate) mod deadlines;
 pub mod error;
+mod idempotency;
 mod order_actor;
 mod recovery;
 /// Recovery helpers used by the CLI (`ordo verify`).
@@ -26,7 +27,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use actix_rt::{Arbiter, ArbiterHandle, System};
 use dashmap::DashMap;
-use ordo_storage::{Append, EventRecord, Journal, Store, StoreOptions};
+use ordo_storage::{Append, EventRecord, Journal, JournalOptions, Store, StoreOptions};
 use parking_lot::{Mutex, RwLock};
 use tokio::sync::oneshot;
 
@@ -37,9 +38,10 @@ use crate::domain::sku::{Sku, SkuCommand, SkuView};
 use crate::domain::{validate_lines, validate_sku, DomainError, LineRequest, OrderEvent};
 pub use config::{Durability, EngineConfig};
 pub use error::{EngineError, EngineResult};
-use order_actor::{OrderActor, OrderReq};
+pub use idempotency::{render, Idempotency, Outcome, Render};
+use order_actor::{OrderActor, OrderReq, PaymentReport};
 pub use recovery::RecoveryStats;
-use sku_actor::{new_event, SkuActor, SkuReq};
+use sku_actor::{new_event, SkuActor, SkuHandle, SkuReq};
 pub use view::OrderView;
 
 /// Counters for metrics (read with `Ordering::Relaxed`).
@@ -85,7 +87,7 @@ pub(crate) struct Inner {
     pub(crate) store: Arc<Store>,
     pub(crate) journal: Journal,
     /// Live SKU actors (an `Arc`: an actor removes itself when it passivates).
-    skus: Arc<DashMap<String, Addr<SkuActor>>>,
+    skus: Arc<DashMap<String, SkuHandle>>,
     /// SKU codes in order, for paging the catalogue.
     sku_index: RwLock<BTreeSet<String>>,
     pub(crate) orders: DashMap<String, Addr<OrderActor>>,
@@ -169,7 +171,8 @@ impl Inner {
         Ok(())
     }
 
-    fn start_sku(&self, sku: &str, state: Sku) -> Addr<SkuActor> {
+    fn start_sku(&self, sku: &str, state: Sku) -> SkuHandle {
+        let queued = Arc::new(AtomicUsize::new(0));
         let actor = SkuActor::new(
             sku,
             state,
@@ -179,17 +182,18 @@ impl Inner {
             self.skus.clone(),
             self.config.sku_idle_timeout,
             self.metrics.live_skus.clone(),
+            queued.clone(),
         );
         let addr = SkuActor::start_in_arbiter(self.arbiter(), move |_| actor);
         self.metrics.live_skus.fetch_add(1, Ordering::Relaxed);
-        addr
+        SkuHandle { addr, queued }
     }
 
     /// The SKU's actor; with `create`, one is started for an unregistered SKU too.
-    fn sku_addr(&self, sku: &str, create: bool) -> EngineResult<Addr<SkuActor>> {
-        if let Some(a) = self.skus.get(sku) {
-            if a.connected() {
-                return Ok(a.clone());
+    fn sku_addr(&self, sku: &str, create: bool) -> EngineResult<SkuHandle> {
+        if let Some(h) = self.skus.get(sku) {
+            if h.addr.connected() {
+                return Ok(h.clone());
             }
         }
         if self.sku_index.read().contains(sku) {
@@ -200,14 +204,14 @@ impl Inner {
             // race.
             let entry = self.skus.entry(sku.to_owned());
             if let dashmap::mapref::entry::Entry::Occupied(o) = &entry {
-                if o.get().connected() {
+                if o.get().addr.connected() {
                     return Ok(o.get().clone());
                 }
             }
             let state = recovery::load_sku(&self.store, sku)?;
-            let addr = self.start_sku(sku, state);
-            entry.insert(addr.clone());
-            return Ok(addr);
+            let handle = self.start_sku(sku, state);
+            entry.insert(handle.clone());
+            return Ok(handle);
         }
         if !create {
             return Err(DomainError::UnknownSku(sku.to_owned()).into());
@@ -220,60 +224,96 @@ impl Inner {
         Ok(entry.clone())
     }
 
-    /// Sends a SKU command; waits for mailbox room rather than refusing (compensations
-    /// and admin changes must not be dropped).
+    /// Sends a SKU command and flattens the answer: for sagas and recovery, which never
+    /// keep an idempotency record. Waits for mailbox room rather than refusing
+    /// (compensations and admin changes must not be dropped).
     pub(crate) async fn sku_command(
         &self,
         sku: &str,
         cmd: SkuCommand,
         trace: Option<Arc<str>>,
         durable: bool,
-    ) -> EngineResult<SkuView> {
+        idem: Option<Idempotency>,
+    ) -> EngineResult<(SkuView, bool)> {
         let create = matches!(cmd, SkuCommand::Upsert { .. });
-        self.ask_sku(sku, create, false, |reply| SkuReq::Cmd {
-            cmd: cmd.clone(),
-            trace: trace.clone(),
-            durable,
-            reply,
-        })
-        .await?
+        match self
+            .ask_sku(sku, create, Admission::Wait, |reply| SkuReq::Cmd {
+                cmd: cmd.clone(),
+                trace: trace.clone(),
+                durable,
+                idem: idem.clone(),
+                reply,
+            })
+            .await
+        {
+            Ok(answer) => answer,
+            // Never reached the actor: its refusal is stored here (the actor stores every
+            // answer it gives).
+            Err(e) => self.refuse(idem.as_ref(), Kind::Sku, e).await,
+        }
+    }
+
+    /// Stores the answer to a command refused before any actor decided it (nothing
+    /// changed), then returns the refusal. Answers that are the server's fault are not
+    /// stored (the caller's render keeps nothing for them).
+    async fn refuse<T>(
+        &self,
+        idem: Option<&Idempotency>,
+        kind: Kind,
+        err: EngineError,
+    ) -> EngineResult<T> {
+        let outcome = match kind {
+            Kind::Sku => Outcome::Sku {
+                result: Err(&err),
+                created: false,
+            },
+            Kind::Order => Outcome::Order(Err(&err)),
+        };
+        if let Some(w) = idempotency::write(idem, outcome, false) {
+            self.journal
+                .append(Append {
+                    idempotency: Some(w),
+                    ..Append::default()
+                })
+                .await?;
+        }
+        Err(err)
     }
 
     /// Sends `make(reply)` to the SKU's actor and waits for the answer. With
-    /// `refuse_when_full` a full mailbox is refused at once with `Overloaded`; otherwise
-    /// the send waits for room. Twice at most: the actor may passivate between lookup and
-    /// delivery, and a message it refused or dropped unanswered was not applied, so
-    /// sending it again to the re-activated actor is safe.
+    /// [`Admission::RefuseWhenFull`] a SKU whose queue is at its bound refuses at once
+    /// with `Overloaded`; otherwise the send waits for room. A few tries at most: the
+    /// actor may passivate between lookup and delivery, and a message it dropped
+    /// unanswered was not applied, so sending it again to the re-activated actor is
+    /// safe. An error means the message never reached an actor.
     async fn ask_sku<T>(
         &self,
         sku: &str,
         create: bool,
-        refuse_when_full: bool,
+        admission: Admission,
         make: impl Fn(oneshot::Sender<T>) -> SkuReq,
     ) -> EngineResult<T> {
-        for _ in 0..2 {
-            let addr = self.sku_addr(sku, create)?;
+        for _ in 0..ASK_TRIES {
+            let handle = self.sku_addr(sku, create)?;
+            let before = handle.queued.fetch_add(1, Ordering::AcqRel);
+            if admission == Admission::RefuseWhenFull && before >= self.config.sku_mailbox {
+                handle.queued.fetch_sub(1, Ordering::AcqRel);
+                self.metrics.overloaded.fetch_add(1, Ordering::Relaxed);
+                return Err(EngineError::Overloaded {
+                    sku: sku.to_owned(),
+                });
+            }
             let (tx, rx) = oneshot::channel();
-            let delivered = if refuse_when_full {
-                match addr.try_send(make(tx)) {
-                    Ok(()) => true,
-                    Err(SendError::Full(_)) => {
-                        self.metrics.overloaded.fetch_add(1, Ordering::Relaxed);
-                        return Err(EngineError::Overloaded {
-                            sku: sku.to_owned(),
-                        });
-                    }
-                    Err(SendError::Closed(_)) => false,
-                }
-            } else {
-                addr.send(make(tx)).await.is_ok()
-            };
+            let delivered = handle.addr.send(make(tx)).await.is_ok();
             if delivered {
                 if let Ok(v) = rx.await {
                     return Ok(v);
                 }
+            } else {
+                handle.queued.fetch_sub(1, Ordering::AcqRel);
             }
-            self.skus.remove_if(sku, |_, a| *a == addr);
+            self.skus.remove_if(sku, |_, h| h.addr == handle.addr);
+            yield_now().await;
         }
         Err(EngineError::Unavailable(format!(
             "sku {sku} actor is restarting; retry"
@@ -299,23 +339,38 @@ impl Inner {
         recovery::load_order(&self.store, id)
     }
 
-    /// The order's actor, activated from the log if it is not live.
+    /// The order's actor, activated from the log if it is not live. The registry shard
+    /// stays locked while the order loads, so two activations cannot race; an actor that
+    /// left made its appends durable before it left the registry, so the log holds its
+    /// last state.
     fn order_addr(self: &Arc<Self>, id: &str) -> EngineResult<Addr<OrderActor>> {
         if let Some(a) = self.orders.get(id) {
             if a.connected() {
                 return Ok(a.clone());
             }
         }
+        let entry = self.orders.entry(id.to_owned());
+        if let dashmap::mapref::entry::Entry::Occupied(o) = &entry {
+            if o.get().connected() {
+                return Ok(o.get().clone());
+            }
+        }
         let state = self.load_order(id)?;
         if !state.is_created() {
             return Err(EngineError::NotFound(format!("order {id}")));
         }
-        Ok(self.start_order(state))
+        // The actor keeps its own expiry timer from here on.
+        self.deadlines.remove(id);
+        let actor = OrderActor::new(state, self.clone());
+        let addr = OrderActor::start_in_arbiter(self.arbiter(), move |_| actor);
+        entry.insert(addr.clone());
+        Ok(addr)
     }
 
+    /// Starts an actor for an order whose state the caller holds (just placed, or
+    /// recovered), unless one is live.
     fn start_order(self: &Arc<Self>, state: Order) -> Addr<OrderActor> {
         let id = state.id.clone();
-        // The actor keeps its own expiry timer from here on.
         self.deadlines.remove(&id);
         let engine = self.clone();
         let mut slot = self.orders.entry(id).or_insert_with(|| {
@@ -329,31 +384,38 @@ impl Inner {
         slot.clone()
     }
 
+    /// Sends an order command to the order's actor and waits for its answer. A message
+    /// dropped unanswered (the actor was leaving memory) was not applied and is sent
+    /// again, to the actor activated after it left. Errors before any actor decided the
+    /// command are refusals stored under the idempotency key here.
     async fn order_request(
         self: &Arc<Self>,
         id: &str,
-        make: impl Fn(oneshot::Sender<EngineResult<OrderView>>) -> OrderReq,
+        idem: Option<Idempotency>,
+        make: impl Fn(Option<Idempotency>, Reply<OrderView>) -> OrderReq,
     ) -> EngineResult<OrderView> {
-        self.fail_if_stopped()?;
-        // One retry: the actor may passivate between lookup and send.
-        for _ in 0..2 {
-            let addr = self.order_addr(id)?;
-            let (tx, rx) = oneshot::channel();
-            if addr.send(make(tx)).await.is_err() {
-                self.orders.remove_if(id, |_, a| *a == addr);
-                continue;
-            }
-            match rx.await {
-                Ok(r) => return r,
-                Err(_) => {
-                    self.orders.remove_if(id, |_, a| *a == addr);
-                    continue;
+        let reached: EngineResult<EngineResult<OrderView>> = async {
+            self.fail_if_stopped()?;
+            for _ in 0..ASK_TRIES {
+                let addr = self.order_addr(id)?;
+                let (tx, rx) = oneshot::channel();
+                if addr.send(make(idem.clone(), tx)).await.is_ok() {
+                    if let Ok(r) = rx.await {
+                        return Ok(r);
+                    }
                 }
+                self.orders.remove_if(id, |_, a| *a == addr);
+                yield_now().await;
             }
+            Err(EngineError::Unavailable(format!(
+                "order {id} is restarting; retry"
+            )))
         }
-        Err(EngineError::Unavailable(format!(
-            "order {id} is restarting; retry"
-        )))
+        .await;
+        match reached {
+            Ok(answer) => answer,
+            Err(e) => self.refuse(idem.as_ref(), Kind::Order, e).await,
+        }
     }
 
     async fn release_reserved(&self, order_id: &str, skus: &[String]) {
@@ -362,11 +424,47 @@ impl Inner {
                 order_id: order_id.to_owned(),
                 reason: "compensation".into(),
             };
-            if let Err(e) = self.sku_command(sku, cmd, None, false).await {
+            if let Err(e) = self.sku_command(sku, cmd, None, false, None).await {
                 tracing::error!(order = order_id, sku = %sku, error = %e, "release failed; recovery will release it");
             }
         }
     }
+}
+
+type Reply<T> = oneshot::Sender<EngineResult<T>>;
+
+/// How many times a request is sent to an actor that may be leaving memory.
+const ASK_TRIES: usize = 8;
+
+/// Whether a SKU request may be refused when the SKU's queue is at its bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    /// New work (reservations): refused with `Overloaded` when the queue is full.
+    RefuseWhenFull,
+    /// Compensations and admin changes: never dropped, they wait for room.
+    Wait,
+}
+
+/// Which kind of answer a refused command renders as.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Sku,
+    Order,
+}
+
+/// Yields once to the executor (any executor: no timer needed), so a retry lets the
+/// actor that is leaving finish.
+fn yield_now() -> impl std::future::Future<Output = ()> {
+    let mut yielded = false;
+    futures::future::poll_fn(move |cx| {
+        if yielded {
+            std::task::Poll::Ready(())
+        } else {
+            yielded = true;
+            cx.waker().wake_by_ref();
+            std::task::Poll::Pending
+        }
+    })
 }
 
 impl Engine {
@@ -378,7 +476,14 @@ impl Engine {
                 durability: config.durability,
             },
         )?;
-        let journal = Journal::start(store.clone())?;
+        // The engine appends only versions its actors believe valid: a refused version
+        // means memory and log disagree, and the journal stops (fail stop).
+        let journal = Journal::start_with(
+            store.clone(),
+            JournalOptions {
+                stop_on_conflict: true,
+            },
+        )?;
         let recovered = recovery::recover(&store, config.ignore_snapshots)?;
         let (runtime, arbiters) = start_runtime(config.workers)?;
         let inner = Arc::new(Inner {
@@ -418,8 +523,8 @@ impl Engine {
                 if state.registered {
                     index.insert(sku.clone());
                 }
-                let addr = inner.start_sku(&sku, state);
-                inner.skus.insert(sku, addr);
+                let handle = inner.start_sku(&sku, state);
+                inner.skus.insert(sku, handle);
             }
         }
         // Orphaned holds (their order never became PENDING, or was cancelled before the
@@ -429,7 +534,7 @@ impl Engine {
                 order_id: order_id.clone(),
                 reason: "recovery".into(),
             };
-            futures::executor::block_on(inner.sku_command(sku, cmd, None, true))?;
+            futures::executor::block_on(inner.sku_command(sku, cmd, None, true, None))?;
         }
         for (state, restored) in rec.orders {
             let redrive = matches!(state.status, Some(Status::Paid)) || state.needs_restore();
@@ -518,7 +623,7 @@ impl Engine {
         let res = async {
             let seq = inner.journal.durable_seq();
             let mut waits = Vec::new();
-            let skus: Vec<_> = inner.skus.iter().map(|e| e.value().clone()).collect();
+            let skus: Vec<_> = inner.skus.iter().map(|e| e.value().addr.clone()).collect();
             for addr in skus {
                 let (tx, rx) = oneshot::channel();
                 if addr.send(SkuReq::Snapshot { reply: tx }).await.is_ok() {
@@ -565,9 +670,23 @@ impl Engine {
         req: UpsertSku,
         trace: Option<Arc<str>>,
     ) -> EngineResult<(SkuView, bool)> {
-        self.inner.fail_if_stopped()?;
-        validate_sku(&req.sku)?;
-        let existed = self.inner.sku_index.read().contains(&req.sku);
+        self.upsert_sku_with(req, trace, None).await
+    }
+
+    /// [`Engine::upsert_sku`], its answer kept under `idem` in the same append.
+    pub async fn upsert_sku_with(
+        &self,
+        req: UpsertSku,
+        trace: Option<Arc<str>>,
+        idem: Option<Idempotency>,
+    ) -> EngineResult<(SkuView, bool)> {
+        let inner = &self.inner;
+        if let Err(e) = inner
+            .fail_if_stopped()
+            .and_then(|()| validate_sku(&req.sku).map_err(EngineError::from))
+        {
+            return inner.refuse(idem.as_ref(), Kind::Sku, e).await;
+        }
         let sku = req.sku.clone();
         let cmd = SkuCommand::Upsert {
             sku: req.sku,
@@ -577,8 +696,8 @@ impl Engine {
             per_customer_limit: req.per_customer_limit,
             initial_stock: req.stock,
         };
-        let view = self.inner.sku_command(&sku, cmd, trace, true).await?;
-        let created = !existed && self.inner.sku_index.write().insert(sku);
+        let (view, created) = inner.sku_command(&sku, cmd, trace, true, idem).await?;
+        inner.sku_index.write().insert(sku);
         Ok((view, created))
     }
 
@@ -590,13 +709,30 @@ impl Engine {
         reason: &str,
         trace: Option<Arc<str>>,
     ) -> EngineResult<SkuView> {
-        self.inner.fail_if_stopped()?;
-        self.known_sku(sku)?;
+        self.adjust_stock_with(sku, delta, reason, trace, None)
+            .await
+    }
+
+    /// [`Engine::adjust_stock`], its answer kept under `idem` in the same append as its
+    /// `StockAdjusted`.
+    pub async fn adjust_stock_with(
+        &self,
+        sku: &str,
+        delta: i64,
+        reason: &str,
+        trace: Option<Arc<str>>,
+        idem: Option<Idempotency>,
+    ) -> EngineResult<SkuView> {
+        let inner = &self.inner;
+        if let Err(e) = inner.fail_if_stopped().and_then(|()| self.known_sku(sku)) {
+            return inner.refuse(idem.as_ref(), Kind::Sku, e).await;
+        }
         let cmd = SkuCommand::AdjustStock {
             delta,
             reason: reason.to_owned(),
         };
-        self.inner.sku_command(sku, cmd, trace, true).await
+        let (view, _) = inner.sku_command(sku, cmd, trace, true, idem).await?;
+        Ok(view)
     }
 
     fn known_sku(&self, sku: &str) -> EngineResult<()> {
@@ -610,7 +746,7 @@ impl Engine {
     pub async fn get_sku(&self, sku: &str) -> EngineResult<SkuView> {
         self.known_sku(sku)?;
         self.inner
-            .ask_sku(sku, false, false, |reply| SkuReq::Get { reply })
+            .ask_sku(sku, false, Admission::Wait, |reply| SkuReq::Get { reply })
             .await
     }
 
@@ -631,7 +767,7 @@ impl Engine {
         let mut out = Vec::with_capacity(codes.len());
         for c in codes {
             // A passivated SKU is read from the store, not woken up for a listing.
-            let live = self.inner.skus.get(&c).is_some_and(|a| a.connected());
+            let live = self.inner.skus.get(&c).is_some_and(|h| h.addr.connected());
             out.push(if live {
                 self.get_sku(&c).await?
             } else {
@@ -649,9 +785,27 @@ impl Engine {
         req: PlaceOrder,
         trace: Option<Arc<str>>,
     ) -> EngineResult<OrderView> {
-        self.inner.fail_if_stopped()?;
-        validate_lines(&req.customer_id, &req.lines)?;
-        self.place(Self::new_order_id(), req, trace).await
+        self.place_order_with(req, trace, None).await
+    }
+
+    /// [`Engine::place_order`], its answer kept under `idem` in the same append as the
+    /// order's events: a retry after a crash either finds that answer or finds nothing
+    /// placed (reservations of an order that never became durable are released by
+    /// recovery).
+    pub async fn place_order_with(
+        &self,
+        req: PlaceOrder,
+        trace: Option<Arc<str>>,
+        idem: Option<Idempotency>,
+    ) -> EngineResult<OrderView> {
+        let inner = &self.inner;
+        if let Err(e) = inner
+            .fail_if_stopped()
+            .and_then(|()| validate_lines(&req.customer_id, &req.lines).map_err(Into::into))
+        {
+            return inner.refuse(idem.as_ref(), Kind::Order, e).await;
+        }
+        self.place(Self::new_order_id(), req, trace, idem).await
     }
 
     /// A fresh order id (a ULID: time-sortable, 26 characters).
@@ -660,9 +814,8 @@ impl Engine {
     }
 
     /// Places an order under an id the caller chose beforehand with
-    /// [`Engine::new_order_id`] (the HTTP edge records it with an `Idempotency-Key`
-    /// before placing, so a retry after a crash finds the order instead of placing it
-    /// twice). An id that is taken is refused before anything is reserved.
+    /// [`Engine::new_order_id`]. An id that is taken is refused before anything is
+    /// reserved.
     pub async fn place_order_as(
         &self,
         order_id: String,
@@ -682,44 +835,40 @@ impl Engine {
         {
             return Err(DomainError::Invalid(format!("order id {order_id} is taken")).into());
         }
-        self.place(order_id, req, trace).await
+        self.place(order_id, req, trace, None).await
     }
 
-    async fn place(
+    /// Reserves every line in order; `Ok` holds the lines reserved (with their captured
+    /// prices), the order's currency, and the reason a line failed (the lines after it
+    /// not tried). `Err` is a refusal with every reservation already released.
+    async fn reserve_lines(
         &self,
-        order_id: String,
-        req: PlaceOrder,
-        trace: Option<Arc<str>>,
-    ) -> EngineResult<OrderView> {
+        order_id: &str,
+        req: &PlaceOrder,
+        trace: &Option<Arc<str>>,
+    ) -> EngineResult<(Vec<OrderLine>, Option<String>, Option<DomainError>)> {
         let inner = &self.inner;
         let mut reserved: Vec<String> = Vec::with_capacity(req.lines.len());
         let mut lines: Vec<OrderLine> = Vec::with_capacity(req.lines.len());
         let mut currency: Option<String> = None;
-        let mut failure: Option<DomainError> = None;
-
         for line in &req.lines {
             if !inner.sku_index.read().contains(&line.sku) {
-                inner.release_reserved(&order_id, &reserved).await;
+                inner.release_reserved(order_id, &reserved).await;
                 return Err(DomainError::UnknownSku(line.sku.clone()).into());
             }
             let asked = inner
-                .ask_sku(&line.sku, false, true, |reply| SkuReq::Reserve {
-                    order_id: order_id.clone(),
-                    customer_id: req.customer_id.clone(),
-                    qty: line.qty,
-                    currency: currency.clone(),
-                    trace: trace.clone(),
-                    reply,
+                .ask_sku(&line.sku, false, Admission::RefuseWhenFull, |reply| {
+                    SkuReq::Reserve {
+                        order_id: order_id.to_owned(),
+                        customer_id: req.customer_id.clone(),
+                        qty: line.qty,
+                        currency: currency.clone(),
+                        trace: trace.clone(),
+                        reply,
+                    }
                 })
                 .await;
-            let answer = match asked {
-                Ok(a) => a,
-                Err(e) => {
-                    inner.release_reserved(&order_id, &reserved).await;
-                    return Err(e);
-                }
-            };
-            match answer {
+            match asked.and_then(|answer| answer) {
                 Ok((price, cur)) => {
                     currency.get_or_insert(cur);
                     reserved.push(line.sku.clone());
@@ -732,17 +881,32 @@ impl Engine {
                 Err(EngineError::Domain(
                     e @ (DomainError::OutOfStock { .. } | DomainError::LimitExceeded { .. }),
                 )) => {
-                    failure = Some(e);
-                    break;
+                    inner.release_reserved(order_id, &reserved).await;
+                    return Ok((lines, currency, Some(e)));
                 }
                 Err(e) => {
-                    inner.release_reserved(&order_id, &reserved).await;
+                    inner.release_reserved(order_id, &reserved).await;
                     return Err(e);
                 }
             }
         }
+        Ok((lines, currency, None))
+    }
+
+    async fn place(
+        &self,
+        order_id: String,
+        req: PlaceOrder,
+        trace: Option<Arc<str>>,
+        idem: Option<Idempotency>,
+    ) -> EngineResult<OrderView> {
+        let inner = &self.inner;
+        let (mut lines, currency, failure) = match self.reserve_lines(&order_id, &req, &trace).await
+        {
+            Ok(r) => r,
+            Err(e) => return inner.refuse(idem.as_ref(), Kind::Order, e).await,
+        };
         if failure.is_some() {
-            inner.release_reserved(&order_id, &reserved).await;
             // Lines never tried are recorded at the SKU's current price when known.
             for line in req.lines.iter().skip(lines.len()) {
                 let price = match self.get_sku(&line.sku).await {
@@ -779,8 +943,11 @@ impl Engine {
         let events = match order::decide(&state, &cmd) {
             Ok(ev) => ev,
             Err(e) => {
-                inner.release_reserved(&order_id, &reserved).await;
-                return Err(e.into());
+                if failure.is_none() {
+                    let held: Vec<String> = req.lines.iter().map(|l| l.sku.clone()).collect();
+                    inner.release_reserved(&order_id, &held).await;
+                }
+                return inner.refuse(idem.as_ref(), Kind::Order, e.into()).await;
             }
         };
         let stream: Arc<str> = Arc::from(format!("order/{order_id}"));
@@ -789,33 +956,50 @@ impl Engine {
             order::apply(&mut state, e, now);
             new.push(new_event(&stream, state.version, e, now, trace.clone()));
         }
-        inner.journal.append(Append::events(new)).await?;
         let view = OrderView::from(&state);
-        match failure {
-            None => {
+        let result = match failure {
+            None => Ok(view),
+            Some(reason) => Err(EngineError::OrderFailed {
+                order: Box::new(view),
+                reason,
+            }),
+        };
+        // The order's events and the command's answer: one append.
+        inner
+            .journal
+            .append(Append {
+                events: new,
+                idempotency: idempotency::write(
+                    idem.as_ref(),
+                    Outcome::Order(result.as_ref()),
+                    true,
+                ),
+                ..Append::default()
+            })
+            .await?;
+        match &result {
+            Ok(_) => {
                 inner.metrics.orders_pending.fetch_add(1, Ordering::Relaxed);
                 // No actor until something happens to the order (see `deadlines`).
                 if !inner.deadlines.insert(&state.id, state.expires_at_ms) {
                     inner.start_order(state);
                 }
-                Ok(view)
             }
-            Some(reason) => {
+            Err(EngineError::OrderFailed { reason, .. }) => {
                 let counter = match reason {
                     DomainError::LimitExceeded { .. } => &inner.metrics.orders_failed_limit,
                     _ => &inner.metrics.orders_failed_out_of_stock,
                 };
                 counter.fetch_add(1, Ordering::Relaxed);
-                Err(EngineError::OrderFailed {
-                    order: Box::new(view),
-                    reason,
-                })
             }
+            Err(_) => {}
         }
+        result
     }
 
     /// Records a payment. Success deducts stock and answers the CONFIRMED order; a failed
-    /// payment cancels the order. Idempotent by `payment_ref`.
+    /// payment cancels the order. Idempotent by `payment_ref` (the same ref, outcome and
+    /// amount is a replay).
     pub async fn pay(
         &self,
         order_id: &str,
@@ -824,15 +1008,36 @@ impl Engine {
         amount_minor: i64,
         trace: Option<Arc<str>>,
     ) -> EngineResult<OrderView> {
+        self.pay_with(order_id, payment_ref, outcome, amount_minor, trace, None)
+            .await
+    }
+
+    /// [`Engine::pay`], its answer kept under `idem` atomically with its events.
+    pub async fn pay_with(
+        &self,
+        order_id: &str,
+        payment_ref: &str,
+        outcome: PaymentOutcome,
+        amount_minor: i64,
+        trace: Option<Arc<str>>,
+        idem: Option<Idempotency>,
+    ) -> EngineResult<OrderView> {
         if payment_ref.is_empty() || payment_ref.len() > 255 {
-            return Err(DomainError::Invalid("payment_ref must be 1-255 characters".into()).into());
+            let e = DomainError::Invalid("payment_ref must be 1-255 characters".into());
+            return self
+                .inner
+                .refuse(idem.as_ref(), Kind::Order, e.into())
+                .await;
         }
         self.inner
-            .order_request(order_id, |reply| OrderReq::Pay {
-                payment_ref: payment_ref.to_owned(),
-                outcome,
-                amount_minor,
+            .order_request(order_id, idem, |idem, reply| OrderReq::Pay {
+                payment: PaymentReport {
+                    payment_ref: payment_ref.to_owned(),
+                    outcome,
+                    amount_minor,
+                },
                 trace: trace.clone(),
+                idem,
                 reply,
             })
             .await
@@ -846,20 +1051,34 @@ impl Engine {
         reason: &str,
         trace: Option<Arc<str>>,
     ) -> EngineResult<OrderView> {
+        self.cancel_with(order_id, reason, trace, None).await
+    }
+
+    /// [`Engine::cancel`], its answer kept under `idem` atomically with its events.
+    pub async fn cancel_with(
+        &self,
+        order_id: &str,
+        reason: &str,
+        trace: Option<Arc<str>>,
+        idem: Option<Idempotency>,
+    ) -> EngineResult<OrderView> {
         let reason = if reason.is_empty() {
             "customer"
         } else {
             reason
         };
         if reason.len() > 256 {
-            return Err(
-                DomainError::Invalid("reason must be at most 256 characters".into()).into(),
-            );
+            let e = DomainError::Invalid("reason must be at most 256 characters".into());
+            return self
+                .inner
+                .refuse(idem.as_ref(), Kind::Order, e.into())
+                .await;
         }
         self.inner
-            .order_request(order_id, |reply| OrderReq::Cancel {
+            .order_request(order_id, idem, |idem, reply| OrderReq::Cancel {
                 reason: reason.to_owned(),
                 trace: trace.clone(),
+                idem,
                 reply,
             })
             .await
@@ -872,10 +1091,22 @@ impl Engine {
         step: ShipmentStep,
         trace: Option<Arc<str>>,
     ) -> EngineResult<OrderView> {
+        self.ship_with(order_id, step, trace, None).await
+    }
+
+    /// [`Engine::ship`], its answer kept under `idem` atomically with its event.
+    pub async fn ship_with(
+        &self,
+        order_id: &str,
+        step: ShipmentStep,
+        trace: Option<Arc<str>>,
+        idem: Option<Idempotency>,
+    ) -> EngineResult<OrderView> {
         self.inner
-            .order_request(order_id, |reply| OrderReq::Ship {
+            .order_request(order_id, idem, |idem, reply| OrderReq::Ship {
                 step,
                 trace: trace.clone(),
+                idem,
                 reply,
             })
             .await
@@ -943,6 +1174,47 @@ impl Engine {
     /// Whether the engine accepts changes (false after a failed journal write or shutdown).
     pub fn is_healthy(&self) -> bool {
         self.inner.fail_if_stopped().is_ok()
+    }
+
+    /// Why the engine refuses changes (a failed write, a version conflict, shutdown), or
+    /// `None` while it accepts them.
+    pub fn stopped_reason(&self) -> Option<String> {
+        self.inner.fail_if_stopped().err().map(|e| e.to_string())
+    }
+
+    /// The live answer kept under an idempotency key (`None`: never seen, or expired).
+    pub fn idempotency_record(
+        &self,
+        key: &str,
+    ) -> EngineResult<Option<ordo_storage::IdempotencyRecord>> {
+        Ok(self
+            .inner
+            .store
+            .idempotency_get(key.as_bytes(), ordo_storage::now_ms())?)
+    }
+
+    /// Messages queued for a SKU's actor (tests of the mailbox bound).
+    #[doc(hidden)]
+    pub fn sku_queue_for_test(&self, sku: &str) -> usize {
+        self.inner
+            .skus
+            .get(sku)
+            .map_or(0, |h| h.queued.load(Ordering::Acquire))
+    }
+
+    /// Failure point for tests: the SKU's actor takes no further message until the
+    /// returned sender is dropped (or sent to), so its queue fills deterministically.
+    #[doc(hidden)]
+    pub async fn hold_sku_for_test(&self, sku: &str) -> EngineResult<oneshot::Sender<()>> {
+        let (release, until) = oneshot::channel();
+        let handle = self.inner.sku_addr(sku, false)?;
+        handle.queued.fetch_add(1, Ordering::AcqRel);
+        handle
+            .addr
+            .send(SkuReq::HoldForTest { until })
+            .await
+            .map_err(|e| EngineError::Unavailable(format!("sku {sku}: {e}")))?;
+        Ok(release)
     }
 
     /// Clean shutdown: refuse new work, checkpoint (snapshots + log position), flush the

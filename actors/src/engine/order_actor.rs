@@ -6,42 +6,61 @@
 //! asks SKUs to release, deduct or restore, and the SKUs append after that. The log is
 //! written in order, so a SKU change is never durable without the order event that caused
 //! it; recovery finishes what was started (see `recovery`).
+//!
+//! One command, one append: the events a command decides and its idempotency record are
+//! one journal append, and the caller is answered once it is durable. A command whose saga
+//! goes on (a payment's stock deduction, a cancelled confirmed order's restock) stores an
+//! "applied" record with its first append and its answer with its last.
+//!
+//! Leaving memory: an actor leaves (terminal, or idle) only after a barrier append proves
+//! its own appends durable; the mailbox is paused meanwhile, and it leaves the registry
+//! before it stops. Requests that were queued on it are dropped unanswered and retried by
+//! the engine on a new actor, which loads the order from the log: the durable state.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use ordo_storage::{Append, AppendTicket, SnapshotWrite};
+use ordo_storage::{Append, AppendTicket, IdempotencyWrite, SnapshotWrite};
 use tokio::sync::oneshot;
 
 use crate::domain::order::{self, Order, OrderCommand, PaymentOutcome, ShipmentStep, Status};
 use crate::domain::sku::SkuCommand;
 use crate::domain::{DomainError, OrderEvent};
 use crate::engine::error::{EngineError, EngineResult};
+use crate::engine::idempotency::{self, Idempotency, Outcome};
 use crate::engine::sku_actor::{new_event, reply_when_durable};
 use crate::engine::view::OrderView;
 use crate::engine::Inner;
 
-pub(crate) const ORDER_SNAPSHOT_SCHEMA: u16 = 1;
+pub(crate) const ORDER_SNAPSHOT_SCHEMA: u16 = 2;
 
 type Reply = oneshot::Sender<EngineResult<OrderView>>;
 
+/// A payment as reported by the payment provider.
+pub(crate) struct PaymentReport {
+    pub(crate) payment_ref: String,
+    pub(crate) outcome: PaymentOutcome,
+    pub(crate) amount_minor: i64,
+}
+
 pub(crate) enum OrderReq {
     Pay {
-        payment_ref: String,
-        outcome: PaymentOutcome,
-        amount_minor: i64,
+        payment: PaymentReport,
         trace: Option<Arc<str>>,
+        idem: Option<Idempotency>,
         reply: Reply,
     },
     Cancel {
         reason: String,
         trace: Option<Arc<str>>,
+        idem: Option<Idempotency>,
         reply: Reply,
     },
     Ship {
         step: ShipmentStep,
         trace: Option<Arc<str>>,
+        idem: Option<Idempotency>,
         reply: Reply,
     },
     Get {
@@ -66,6 +85,15 @@ pub(crate) struct OrderActor {
     state: Order,
     engine: Arc<Inner>,
     last_activity: std::time::Instant,
+    /// Waiting for the barrier before leaving memory.
+    leaving: bool,
+}
+
+/// The answer a command will give once its append is durable, and what to render it
+/// from: a finished command (`Done`) or one whose saga goes on (`Applied`).
+enum Stage {
+    Done,
+    Applied,
 }
 
 impl OrderActor {
@@ -75,6 +103,7 @@ impl OrderActor {
             state,
             engine,
             last_activity: std::time::Instant::now(),
+            leaving: false,
         }
     }
 
@@ -82,7 +111,36 @@ impl OrderActor {
         OrderView::from(&self.state)
     }
 
-    fn persist(&mut self, events: &[OrderEvent], trace: Option<Arc<str>>) -> AppendTicket {
+    /// The idempotency record for the state as it now is.
+    fn record(
+        &self,
+        idem: Option<&Idempotency>,
+        stage: Stage,
+        applies: bool,
+    ) -> Option<IdempotencyWrite> {
+        match stage {
+            Stage::Done => {
+                let view = self.view();
+                idempotency::write(idem, Outcome::Order(Ok(&view)), applies)
+            }
+            Stage::Applied => idempotency::write(
+                idem,
+                Outcome::Applied {
+                    order_id: &self.state.id,
+                },
+                applies,
+            ),
+        }
+    }
+
+    /// Applies `events` and appends them, with `record` (rendered from the new state), as
+    /// one append.
+    fn persist(
+        &mut self,
+        events: &[OrderEvent],
+        trace: Option<Arc<str>>,
+        record: impl FnOnce(&Self) -> Option<IdempotencyWrite>,
+    ) -> AppendTicket {
         let now = ordo_storage::now_ms();
         let mut new = Vec::with_capacity(events.len());
         for e in events {
@@ -96,7 +154,29 @@ impl OrderActor {
             ));
         }
         self.engine.note_order_events(events);
-        self.engine.journal.append(Append::events(new))
+        self.engine.journal.append(Append {
+            events: new,
+            idempotency: record(self),
+            ..Append::default()
+        })
+    }
+
+    /// Answers a refusal (nothing changed): at once, or, when its answer is kept under an
+    /// idempotency key, once that record is durable.
+    fn refuse(&self, err: EngineError, idem: Option<&Idempotency>, reply: Reply) {
+        let res: EngineResult<OrderView> = Err(err);
+        match idempotency::write(idem, Outcome::Order(res.as_ref()), false) {
+            Some(w) => {
+                let ticket = self.engine.journal.append(Append {
+                    idempotency: Some(w),
+                    ..Append::default()
+                });
+                reply_when_durable(ticket, reply, res);
+            }
+            None => {
+                let _ = reply.send(res);
+            }
+        }
     }
 
     /// Runs SKU commands for this order one after another (blocking the order's mailbox),
@@ -111,7 +191,9 @@ impl OrderActor {
         let engine = self.engine.clone();
         let fut = async move {
             for (sku, cmd) in ops {
-                engine.sku_command(&sku, cmd, trace.clone(), false).await?;
+                engine
+                    .sku_command(&sku, cmd, trace.clone(), false, None)
+                    .await?;
             }
             Ok(())
         }
@@ -169,14 +251,23 @@ impl OrderActor {
             .collect()
     }
 
-    /// PAID → deduct stock on every line → CONFIRMED.
-    fn confirm(&mut self, ctx: &mut Context<Self>, trace: Option<Arc<str>>, reply: Option<Reply>) {
+    /// PAID → deduct stock on every line → CONFIRMED (the command's answer is stored with
+    /// the confirmation).
+    fn confirm(
+        &mut self,
+        ctx: &mut Context<Self>,
+        trace: Option<Arc<str>>,
+        idem: Option<Idempotency>,
+        reply: Option<Reply>,
+    ) {
         let ops = self.reduce_ops();
         self.with_skus(ctx, ops, trace.clone(), move |act, _ctx, res| {
             let res = res.and_then(|()| Ok(order::decide(&act.state, &OrderCommand::Confirm)?));
             match res {
                 Ok(events) => {
-                    let ticket = act.persist(&events, trace);
+                    let ticket = act.persist(&events, trace, |a| {
+                        a.record(idem.as_ref(), Stage::Done, false)
+                    });
                     act.answer(ticket, reply);
                 }
                 Err(e) => {
@@ -189,12 +280,14 @@ impl OrderActor {
         });
     }
 
-    /// CANCELLED from CONFIRMED → restore every line → RefundRequested.
+    /// CANCELLED from CONFIRMED → restore every line → RefundRequested (with the
+    /// command's answer).
     fn restore(
         &mut self,
         ctx: &mut Context<Self>,
         skip: Vec<String>,
         trace: Option<Arc<str>>,
+        idem: Option<Idempotency>,
         reply: Option<Reply>,
     ) {
         let ops = self.restore_ops(&skip);
@@ -207,7 +300,9 @@ impl OrderActor {
             };
             match res.and_then(|()| Ok(order::decide(&act.state, &cmd)?)) {
                 Ok(events) => {
-                    let ticket = act.persist(&events, trace);
+                    let ticket = act.persist(&events, trace, |a| {
+                        a.record(idem.as_ref(), Stage::Done, false)
+                    });
                     act.answer(ticket, reply);
                 }
                 Err(e) => {
@@ -220,30 +315,29 @@ impl OrderActor {
         });
     }
 
+    /// Releases every line's hold, then answers when `ticket` (the order's own event,
+    /// first in the log) is durable; the releases follow it and are redone by recovery if
+    /// lost.
     fn release(
         &mut self,
         ctx: &mut Context<Self>,
         reason: &str,
         ticket: AppendTicket,
         trace: Option<Arc<str>>,
-        reply: Option<Reply>,
+        then: impl FnOnce(&Self, AppendTicket) + 'static,
     ) {
         let ops = self.release_ops(reason);
-        self.with_skus(ctx, ops, trace, move |act, _ctx, res| match res {
-            // The order's own event came first in the log; answering when it is durable
-            // is enough (the releases follow it and are redone by recovery if lost).
-            Ok(()) => act.answer(ticket, reply),
-            Err(e) => {
-                if let Some(r) = reply {
-                    let _ = r.send(Err(e));
-                }
+        self.with_skus(ctx, ops, trace, move |act, _ctx, res| {
+            if let Err(e) = res {
+                tracing::error!(order = %act.state.id, error = %e, "release failed; recovery will release it");
             }
+            then(act, ticket);
         });
     }
 
     fn answer(&self, ticket: AppendTicket, reply: Option<Reply>) {
         match reply {
-            Some(r) => reply_when_durable(ticket, r, self.view()),
+            Some(r) => reply_when_durable(ticket, r, Ok(self.view())),
             None => drop(ticket),
         }
     }
@@ -264,119 +358,188 @@ impl OrderActor {
                 Ok(ev) if !ev.is_empty() => ev,
                 _ => return act.arm_expiry(ctx), // not yet due (clock) or no longer PENDING
             };
-            let ticket = act.persist(&events, None);
+            let ticket = act.persist(&events, None, |_| None);
             act.engine
                 .metrics
                 .expired
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            act.release(ctx, "expired", ticket, None, None);
+            act.release(ctx, "expired", ticket, None, |_, t| drop(t));
         });
     }
 
     fn handle_pay(
         &mut self,
         ctx: &mut Context<Self>,
-        payment_ref: String,
-        outcome: PaymentOutcome,
-        amount_minor: i64,
+        payment: PaymentReport,
         trace: Option<Arc<str>>,
+        idem: Option<Idempotency>,
         reply: Reply,
     ) {
         let cmd = OrderCommand::Pay {
-            payment_ref: payment_ref.clone(),
-            outcome,
-            amount_minor,
+            payment_ref: payment.payment_ref.clone(),
+            outcome: payment.outcome,
+            amount_minor: payment.amount_minor,
             now_ms: ordo_storage::now_ms(),
         };
         match order::decide(&self.state, &cmd) {
             Ok(events) if events.is_empty() => {
-                let barrier = self.engine.journal.append(Append::default());
-                self.answer(barrier, Some(reply));
+                // A replay of a recorded payment: the order as it is, once everything
+                // before is durable (the record-only append is a barrier too).
+                let ticket = self.engine.journal.append(Append {
+                    idempotency: self.record(idem.as_ref(), Stage::Done, false),
+                    ..Append::default()
+                });
+                self.answer(ticket, Some(reply));
             }
-            Ok(events) => {
-                let ticket = self.persist(&events, trace.clone());
-                match outcome {
-                    PaymentOutcome::Succeeded => {
-                        drop(ticket);
-                        self.confirm(ctx, trace, Some(reply));
-                    }
-                    PaymentOutcome::Failed => {
-                        self.release(ctx, "payment_failed", ticket, trace, Some(reply))
-                    }
+            Ok(events) => match payment.outcome {
+                PaymentOutcome::Succeeded => {
+                    let ticket = self.persist(&events, trace.clone(), |a| {
+                        a.record(idem.as_ref(), Stage::Applied, true)
+                    });
+                    drop(ticket); // the confirmation follows it in the log
+                    self.confirm(ctx, trace, idem, Some(reply));
                 }
-            }
+                PaymentOutcome::Failed => {
+                    let ticket = self.persist(&events, trace.clone(), |a| {
+                        a.record(idem.as_ref(), Stage::Done, true)
+                    });
+                    self.release(ctx, "payment_failed", ticket, trace, move |act, t| {
+                        act.answer(t, Some(reply))
+                    });
+                }
+            },
             Err(DomainError::OrderNotPayable { .. }) => {
-                // Late payment: money that arrived must be refunded, and the caller told.
-                let refund = OrderCommand::RequestRefund {
-                    payment_ref,
-                    amount_minor,
-                    reason: "order_not_payable".into(),
-                };
-                let was_pending = self.state.status == Some(Status::Pending);
-                let mut events = Vec::new();
-                if was_pending {
-                    // Past its deadline but the timer has not fired yet: expire it now.
-                    if let Ok(ev) = order::decide(
-                        &self.state,
-                        &OrderCommand::Expire {
-                            now_ms: ordo_storage::now_ms(),
-                        },
-                    ) {
-                        events = ev;
-                    }
-                }
-                let mut ticket = if events.is_empty() {
-                    None
-                } else {
-                    Some(self.persist(&events, trace.clone()))
-                };
-                if outcome == PaymentOutcome::Succeeded {
-                    if let Ok(ev) = order::decide(&self.state, &refund) {
-                        if !ev.is_empty() {
-                            ticket = Some(self.persist(&ev, trace.clone()));
-                        }
-                    }
-                }
-                let ticket =
-                    ticket.unwrap_or_else(|| self.engine.journal.append(Append::default()));
-                let view = Box::new(self.view());
-                let finish = move |ticket: AppendTicket, reply: Reply| {
-                    actix::spawn(async move {
-                        let res = match ticket.await {
-                            Ok(_) => Err(EngineError::NotPayable { order: view }),
-                            Err(e) => Err(e.into()),
-                        };
-                        let _ = reply.send(res);
-                    });
-                };
-                if was_pending && self.state.status == Some(Status::Cancelled) {
-                    let ops = self.release_ops("expired");
-                    self.with_skus(ctx, ops, trace, move |_act, _ctx, res| match res {
-                        Ok(()) => finish(ticket, reply),
-                        Err(e) => {
-                            let _ = reply.send(Err(e));
-                        }
-                    });
-                } else {
-                    finish(ticket, reply);
-                }
+                self.late_payment(ctx, payment, trace, idem, reply)
             }
-            Err(e) => {
-                let _ = reply.send(Err(e.into()));
-            }
+            Err(e) => self.refuse(e.into(), idem.as_ref(), reply),
         }
     }
 
+    /// A payment for an order that can no longer be paid: money that arrived is refunded
+    /// (RefundRequested) and the caller told (409). A PENDING order past its deadline
+    /// whose timer has not fired yet is expired first. All of it is one append.
+    fn late_payment(
+        &mut self,
+        ctx: &mut Context<Self>,
+        payment: PaymentReport,
+        trace: Option<Arc<str>>,
+        idem: Option<Idempotency>,
+        reply: Reply,
+    ) {
+        let was_pending = self.state.status == Some(Status::Pending);
+        let now = ordo_storage::now_ms();
+        let mut after = self.state.clone();
+        let mut events = Vec::new();
+        if was_pending {
+            if let Ok(ev) = order::decide(&after, &OrderCommand::Expire { now_ms: now }) {
+                for e in &ev {
+                    order::apply(&mut after, e, now);
+                }
+                events.extend(ev);
+            }
+        }
+        if payment.outcome == PaymentOutcome::Succeeded {
+            let refund = OrderCommand::RequestRefund {
+                payment_ref: payment.payment_ref,
+                amount_minor: payment.amount_minor,
+                reason: "order_not_payable".into(),
+            };
+            if let Ok(ev) = order::decide(&after, &refund) {
+                events.extend(ev);
+            }
+        }
+        let render = |a: &Self| {
+            let err = EngineError::NotPayable {
+                order: Box::new(a.view()),
+            };
+            idempotency::write(idem.as_ref(), Outcome::Order(Err(&err)), !events.is_empty())
+        };
+        let ticket = if events.is_empty() {
+            let w = render(self);
+            self.engine.journal.append(Append {
+                idempotency: w,
+                ..Append::default()
+            })
+        } else {
+            let evs = events.clone();
+            self.persist(&evs, trace.clone(), render)
+        };
+        let view = Box::new(self.view());
+        let finish = move |ticket: AppendTicket, reply: Reply| {
+            reply_when_durable(ticket, reply, Err(EngineError::NotPayable { order: view }));
+        };
+        if was_pending && self.state.status == Some(Status::Cancelled) {
+            self.engine
+                .metrics
+                .expired
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.release(ctx, "expired", ticket, trace, move |_, t| finish(t, reply));
+        } else {
+            finish(ticket, reply);
+        }
+    }
+
+    fn handle_cancel(
+        &mut self,
+        ctx: &mut Context<Self>,
+        reason: String,
+        trace: Option<Arc<str>>,
+        idem: Option<Idempotency>,
+        reply: Reply,
+    ) {
+        match order::decide(&self.state, &OrderCommand::Cancel { reason }) {
+            Ok(events) => {
+                if self.state.status == Some(Status::Confirmed) {
+                    let ticket = self.persist(&events, trace.clone(), |a| {
+                        a.record(idem.as_ref(), Stage::Applied, true)
+                    });
+                    drop(ticket); // the refund marker follows it in the log
+                    self.restore(ctx, Vec::new(), trace, idem, Some(reply));
+                } else {
+                    let ticket = self.persist(&events, trace.clone(), |a| {
+                        a.record(idem.as_ref(), Stage::Done, true)
+                    });
+                    self.release(ctx, "cancelled", ticket, trace, move |act, t| {
+                        act.answer(t, Some(reply))
+                    });
+                }
+            }
+            Err(e) => self.refuse(e.into(), idem.as_ref(), reply),
+        }
+    }
+
+    /// Leaves memory when terminal (and done) or idle: first a barrier proves every
+    /// append of this actor durable (mailbox paused), then it leaves the registry, then
+    /// stops. See the module docs.
     fn maybe_passivate(&mut self, ctx: &mut Context<Self>) {
+        if self.leaving {
+            return;
+        }
         let st = self.state.status;
         let done = self.state.is_terminal() && !self.state.needs_restore();
         let idle = matches!(
             st,
             Some(Status::Confirmed | Status::ShipmentPrepared | Status::ShipmentProcessed)
         ) && self.last_activity.elapsed() >= self.engine.config.order_idle_timeout;
-        if done || idle {
-            ctx.stop();
+        if !(done || idle) {
+            return;
         }
+        self.leaving = true;
+        let barrier = self.engine.journal.append(Append::default());
+        ctx.wait(barrier.into_actor(self).map(|res, act, ctx| {
+            act.leaving = false;
+            match res {
+                Ok(_) => {
+                    let me = ctx.address();
+                    act.engine.orders.remove_if(&act.state.id, |_, a| *a == me);
+                    ctx.stop();
+                }
+                // The journal stopped: the engine refuses every change now; stay.
+                Err(e) => {
+                    tracing::warn!(order = %act.state.id, error = %e, "cannot leave memory")
+                }
+            }
+        }));
     }
 }
 
@@ -417,49 +580,31 @@ impl Handler<OrderReq> for OrderActor {
         self.last_activity = std::time::Instant::now();
         match msg {
             OrderReq::Pay {
-                payment_ref,
-                outcome,
-                amount_minor,
+                payment,
                 trace,
+                idem,
                 reply,
-            } => self.handle_pay(ctx, payment_ref, outcome, amount_minor, trace, reply),
+            } => self.handle_pay(ctx, payment, trace, idem, reply),
             OrderReq::Cancel {
                 reason,
                 trace,
+                idem,
                 reply,
-            } => {
-                match order::decide(
-                    &self.state,
-                    &OrderCommand::Cancel {
-                        reason: reason.clone(),
-                    },
-                ) {
-                    Ok(events) => {
-                        let from_confirmed = self.state.status == Some(Status::Confirmed);
-                        let ticket = self.persist(&events, trace.clone());
-                        if from_confirmed {
-                            drop(ticket);
-                            self.restore(ctx, Vec::new(), trace, Some(reply));
-                        } else {
-                            self.release(ctx, "cancelled", ticket, trace, Some(reply));
-                        }
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e.into()));
-                    }
+            } => self.handle_cancel(ctx, reason, trace, idem, reply),
+            OrderReq::Ship {
+                step,
+                trace,
+                idem,
+                reply,
+            } => match order::decide(&self.state, &OrderCommand::Ship(step)) {
+                Ok(events) => {
+                    let ticket = self.persist(&events, trace, |a| {
+                        a.record(idem.as_ref(), Stage::Done, true)
+                    });
+                    self.answer(ticket, Some(reply));
                 }
-            }
-            OrderReq::Ship { step, trace, reply } => {
-                match order::decide(&self.state, &OrderCommand::Ship(step)) {
-                    Ok(events) => {
-                        let ticket = self.persist(&events, trace);
-                        self.answer(ticket, Some(reply));
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e.into()));
-                    }
-                }
-            }
+                Err(e) => self.refuse(e.into(), idem.as_ref(), reply),
+            },
             OrderReq::Get { reply } => {
                 let _ = reply.send(self.view());
             }
@@ -467,27 +612,26 @@ impl Handler<OrderReq> for OrderActor {
                 let state = bincode::encode_to_vec(&self.state, bincode::config::standard())
                     .unwrap_or_default();
                 let t = self.engine.journal.append(Append {
-                    events: Vec::new(),
                     snapshots: vec![SnapshotWrite {
                         stream: self.stream.clone(),
                         version: self.state.version,
                         schema: ORDER_SNAPSHOT_SCHEMA,
                         state,
                     }],
-                    meta: Vec::new(),
+                    ..Append::default()
                 });
                 let _ = reply.send(t);
             }
             OrderReq::Redrive { restored } => match self.state.status {
-                Some(Status::Paid) => self.confirm(ctx, None, None),
+                Some(Status::Paid) => self.confirm(ctx, None, None, None),
                 Some(Status::Cancelled) if self.state.needs_restore() => {
-                    self.restore(ctx, restored, None, None)
+                    self.restore(ctx, restored, None, None, None)
                 }
                 _ => {}
             },
         }
         if self.state.is_terminal() && !self.state.needs_restore() {
-            // Let queued saga steps finish first: stopping waits for `ctx.wait` futures.
+            // After the saga steps queued above (`ctx.wait` holds timers back until done).
             ctx.run_later(Duration::ZERO, |act, ctx| act.maybe_passivate(ctx));
         }
     }

@@ -188,6 +188,12 @@ pub(crate) fn recover(store: &Store, ignore_snapshots: bool) -> EngineResult<Rec
                     _ => stats.snapshot_failures += 1,
                 }
             } else if let Some(id) = snap.stream.strip_prefix("order/") {
+                if snap.schema < ORDER_SNAPSHOT_SCHEMA {
+                    // Written by an older release (no payment attempts): the order is
+                    // rebuilt from its stream below, like a snapshot-less one.
+                    orders.insert(id.to_owned(), Order::default());
+                    return Ok(());
+                }
                 match (snap.schema == ORDER_SNAPSHOT_SCHEMA)
                     .then(|| decode_snapshot::<Order>(&snap.state))
                     .flatten()
@@ -375,11 +381,18 @@ pub struct VerifyReport {
     pub violations: Vec<String>,
 }
 
-/// Replays the whole log through `apply` and checks: every SKU's invariant after every
-/// event; seqs gap-free; every order consistent with the SKU events that name it (units
-/// held while PENDING/PAID, sold while CONFIRMED or later, none held or sold otherwise).
+/// Replays the whole log through `apply` and checks (SPEC §5): every SKU's invariant
+/// after every event; seqs gap-free; every order consistent with the SKU events that name
+/// it (units held while PENDING/PAID, sold while CONFIRMED or later, none held or sold
+/// otherwise); no idempotency key applied twice while its first answer was kept; every
+/// `PaymentSucceeded` paid an order that reached CONFIRMED (or is PAID, its deduction
+/// under way, which recovery finishes) or has a `RefundRequested` for its ref.
 pub fn verify(store: &Store) -> EngineResult<VerifyReport> {
     let mut report = VerifyReport::default();
+    // Idempotency key → (seq of its application, until when its answer was kept).
+    let mut applied: HashMap<String, (u64, u64)> = HashMap::new();
+    // (order id, payment ref, seq) of every PaymentSucceeded.
+    let mut paid: Vec<(String, String, u64)> = Vec::new();
     let mut skus: HashMap<String, Sku> = HashMap::new();
     let mut orders: HashMap<String, Order> = HashMap::new();
     // (order, sku) → (units held, units sold) according to SKU events.
@@ -391,6 +404,18 @@ pub fn verify(store: &Store) -> EngineResult<VerifyReport> {
             report.violations.push(format!("seq gap: expected {expect_seq}, found {}", v.seq));
         }
         expect_seq = v.seq + 1;
+        if let Some(key) = v.idempotency_key {
+            if let Some((first, kept_until)) = applied.get(key) {
+                if v.at_ms < *kept_until {
+                    report.violations.push(format!(
+                        "seq {}: idempotency key {:?} applied again (first applied at seq {first}, kept until {kept_until})",
+                        v.seq,
+                        key.replace('\n', " "),
+                    ));
+                }
+            }
+            applied.insert(key.to_owned(), (v.seq, v.idempotency_expires_ms));
+        }
         if let Some(code) = v.stream.strip_prefix("sku/") {
             let ev = match decode_sku(v.event_type, v.schema, v.payload) {
                 Ok(e) => e,
@@ -434,6 +459,9 @@ pub fn verify(store: &Store) -> EngineResult<VerifyReport> {
             if v.version != o.version + 1 {
                 report.violations.push(format!("seq {}: {} version {} after {}", v.seq, v.stream, v.version, o.version));
             }
+            if let OrderEvent::PaymentSucceeded(p) = &ev {
+                paid.push((id.to_owned(), p.payment_ref.clone(), v.seq));
+            }
             order::apply(o, &ev, v.at_ms);
         } else {
             report.violations.push(format!("seq {}: unknown stream {}", v.seq, v.stream));
@@ -465,6 +493,32 @@ pub fn verify(store: &Store) -> EngineResult<VerifyReport> {
         if (*held, *sold) != (want_held, want_sold) && !paid_ok {
             report.violations.push(format!(
                 "order {order_id} ({}) sku {sku}: {held} held and {sold} sold by sku events, expected {want_held} held and {want_sold} sold",
+                o.and_then(|o| o.status).map(|s| s.as_str()).unwrap_or("missing")
+            ));
+        }
+    }
+    for (order_id, payment_ref, seq) in &paid {
+        let o = orders.get(order_id);
+        let kept = o.is_some_and(|o| {
+            o.status == Some(Status::Paid)
+                || o.history.iter().any(|h| h.status == Status::Confirmed)
+                    && o.payment_ref.as_ref() == Some(payment_ref)
+        });
+        let refunded = o.is_some_and(|o| o.refunds.contains(payment_ref));
+        let confirmed_then_cancelled = o.is_some_and(|o| {
+            o.status == Some(Status::Cancelled)
+                && o.history.iter().any(|h| h.status == Status::Confirmed)
+        });
+        // A confirmed order that was cancelled must have refunded its payment too (or be
+        // restocking: `needs_restore`, which recovery finishes with the refund).
+        let ok = if confirmed_then_cancelled {
+            refunded || o.is_some_and(Order::needs_restore)
+        } else {
+            kept || refunded
+        };
+        if !ok {
+            report.violations.push(format!(
+                "seq {seq}: payment {payment_ref} of order {order_id} ({}) neither paid a confirmed order nor was refunded",
                 o.and_then(|o| o.status).map(|s| s.as_str()).unwrap_or("missing")
             ));
         }

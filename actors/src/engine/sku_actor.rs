@@ -1,28 +1,44 @@
 //! The SKU actor: one per SKU, the only place its stock changes. Its mailbox serialises
-//! every reservation for the SKU, so no lock is needed; the mailbox is bounded and a full
-//! one refuses new reservations at once (`Overloaded`).
+//! every reservation for the SKU, so no lock is needed. The mailbox is bounded by a
+//! counter of queued messages that the engine owns ([`SkuHandle::queued`]): a
+//! reservation that finds it full is refused at once (`Overloaded`).
 //!
 //! The actor applies its events in memory, hands them to the journal and takes its next
 //! message without waiting for the disk. Callers that need durability (admin commands)
-//! are answered from a task that awaits the journal ticket. Reservations for an order are
+//! are answered from a task that awaits the journal ticket; a command's idempotency
+//! record goes into the same append as its events. Reservations for an order are
 //! answered at once: the order's own events are appended after them, so when the order's
 //! append is durable, so are the reservations (one log, written in order).
+//!
+//! Snapshots are never part of a command's append: a due snapshot is its own append,
+//! queued after the events it covers (so it is never durable before them).
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use dashmap::DashMap;
-use ordo_storage::{Append, AppendTicket, Journal, NewEvent, SnapshotWrite};
+use ordo_storage::{Append, AppendTicket, IdempotencyWrite, Journal, NewEvent, SnapshotWrite};
 use tokio::sync::oneshot;
 
 use crate::domain::events::DomainEvent;
 use crate::domain::sku::{self, Sku, SkuCommand, SkuView};
 use crate::domain::DomainError;
 use crate::engine::error::{EngineError, EngineResult};
+use crate::engine::idempotency::{self, Idempotency, Outcome};
 
 /// Schema of the SKU snapshot state encoding.
 pub(crate) const SKU_SNAPSHOT_SCHEMA: u16 = 1;
+
+/// A live SKU actor in the registry, with the count of messages queued for it.
+#[derive(Clone)]
+pub(crate) struct SkuHandle {
+    pub(crate) addr: Addr<SkuActor>,
+    /// Messages sent and not yet taken up by the actor: the mailbox bound is enforced on
+    /// this (actix bounds a mailbox only for a sender that already waited on it).
+    pub(crate) queued: Arc<AtomicUsize>,
+}
 
 pub(crate) enum SkuReq {
     Cmd {
@@ -30,7 +46,9 @@ pub(crate) enum SkuReq {
         trace: Option<Arc<str>>,
         /// Answer only once the events are durable.
         durable: bool,
-        reply: oneshot::Sender<EngineResult<SkuView>>,
+        idem: Option<Idempotency>,
+        /// The SKU view, and whether this command registered the SKU.
+        reply: oneshot::Sender<EngineResult<(SkuView, bool)>>,
     },
     /// Reserve `qty` for an order; answers the captured unit price.
     Reserve {
@@ -49,6 +67,8 @@ pub(crate) enum SkuReq {
     Snapshot {
         reply: oneshot::Sender<AppendTicket>,
     },
+    /// Failure point for tests: take no message until `until` resolves (or is dropped).
+    HoldForTest { until: oneshot::Receiver<()> },
 }
 
 impl Message for SkuReq {
@@ -63,11 +83,12 @@ pub(crate) struct SkuActor {
     snapshot_every: u64,
     since_snapshot: u64,
     /// The registry, to leave it when passivating.
-    registry: Arc<DashMap<String, Addr<SkuActor>>>,
+    registry: Arc<DashMap<String, SkuHandle>>,
     /// A SKU with no holds and no message for this long is passivated.
     idle_timeout: Duration,
     last_activity: Instant,
     metrics_live: Arc<std::sync::atomic::AtomicU64>,
+    queued: Arc<AtomicUsize>,
 }
 
 impl SkuActor {
@@ -78,9 +99,10 @@ impl SkuActor {
         journal: Journal,
         mailbox: usize,
         snapshot_every: u64,
-        registry: Arc<DashMap<String, Addr<SkuActor>>>,
+        registry: Arc<DashMap<String, SkuHandle>>,
         idle_timeout: Duration,
         metrics_live: Arc<std::sync::atomic::AtomicU64>,
+        queued: Arc<AtomicUsize>,
     ) -> Self {
         SkuActor {
             stream: Arc::from(format!("sku/{sku}")),
@@ -93,13 +115,17 @@ impl SkuActor {
             idle_timeout,
             last_activity: Instant::now(),
             metrics_live,
+            queued,
         }
     }
 
+    /// Applies `events`, then appends them with the idempotency record `record` renders
+    /// from the new state (one append), and a due snapshot in an append of its own.
     fn persist(
         &mut self,
         events: &[crate::domain::SkuEvent],
         trace: Option<Arc<str>>,
+        record: impl FnOnce(&Self) -> Option<IdempotencyWrite>,
     ) -> AppendTicket {
         let now = ordo_storage::now_ms();
         let mut new = Vec::with_capacity(events.len());
@@ -118,17 +144,20 @@ impl SkuActor {
         // events as there are holds keeps its cost per event constant (a hot SKU with a
         // million PENDING orders would otherwise re-encode them every `snapshot_every`).
         let due = self.snapshot_every.max(self.state.holds.len() as u64);
-        let snapshots = if self.since_snapshot >= due {
-            self.since_snapshot = 0;
-            vec![self.snapshot_write()]
-        } else {
-            Vec::new()
-        };
-        self.journal.append(Append {
+        let ticket = self.journal.append(Append {
             events: new,
-            snapshots,
-            meta: Vec::new(),
-        })
+            idempotency: record(self),
+            ..Append::default()
+        });
+        if self.since_snapshot >= due {
+            self.since_snapshot = 0;
+            // Queued after the events it covers; nobody waits for it.
+            drop(self.journal.append(Append {
+                snapshots: vec![self.snapshot_write()],
+                ..Append::default()
+            }));
+        }
+        ticket
     }
 
     fn snapshot_write(&self) -> SnapshotWrite {
@@ -161,18 +190,6 @@ pub(crate) fn new_event<E: DomainEvent>(
     }
 }
 
-/// Answers `reply` with `value` once `ticket` is durable (or with the storage error).
-pub(crate) fn reply_when_durable<T: Send + 'static>(
-    ticket: AppendTicket,
-    reply: oneshot::Sender<EngineResult<T>>,
-    value: T,
-) {
-    actix::spawn(async move {
-        let res = ticket.await.map(|_| value).map_err(EngineError::from);
-        let _ = reply.send(res);
-    });
-}
-
 impl SkuActor {
     /// Passivation of an idle SKU (no holds, no message for `idle_timeout`): write a
     /// snapshot and wait until it — and so every earlier append of this SKU — is durable
@@ -188,9 +205,8 @@ impl SkuActor {
             return;
         }
         let ticket = self.journal.append(Append {
-            events: Vec::new(),
             snapshots: vec![self.snapshot_write()],
-            meta: Vec::new(),
+            ..Append::default()
         });
         self.since_snapshot = 0;
         let fut = ticket
@@ -201,7 +217,7 @@ impl SkuActor {
                     return;
                 }
                 let me = ctx.address();
-                act.registry.remove_if(&act.state.sku, |_, a| *a == me);
+                act.registry.remove_if(&act.state.sku, |_, h| h.addr == me);
                 ctx.stop();
             });
         ctx.wait(fut);
@@ -223,36 +239,101 @@ impl Actor for SkuActor {
     }
 }
 
+impl SkuActor {
+    fn handle_cmd(
+        &mut self,
+        cmd: SkuCommand,
+        trace: Option<Arc<str>>,
+        durable: bool,
+        idem: Option<Idempotency>,
+        reply: oneshot::Sender<EngineResult<(SkuView, bool)>>,
+    ) {
+        let was_registered = self.state.registered;
+        match sku::decide(&self.state, &cmd) {
+            Err(e) => {
+                let res: EngineResult<SkuView> = Err(e.into());
+                let outcome = Outcome::Sku {
+                    result: res.as_ref(),
+                    created: false,
+                };
+                match idempotency::write(idem.as_ref(), outcome, false) {
+                    // The refusal's answer is kept: answer once it is durable.
+                    Some(w) => {
+                        let t = self.journal.append(Append {
+                            idempotency: Some(w),
+                            ..Append::default()
+                        });
+                        reply_when_durable(t, reply, res.map(|v| (v, false)));
+                    }
+                    None => {
+                        let _ = reply.send(res.map(|v| (v, false)));
+                    }
+                }
+            }
+            Ok(events) => {
+                let created = !was_registered && matches!(cmd, SkuCommand::Upsert { .. });
+                let render = |act: &Self, applies: bool| {
+                    let view = act.state.view();
+                    let outcome = Outcome::Sku {
+                        result: Ok(&view),
+                        created,
+                    };
+                    idempotency::write(idem.as_ref(), outcome, applies)
+                };
+                let ticket = if events.is_empty() {
+                    let w = render(self, false);
+                    (durable || w.is_some()).then(|| {
+                        self.journal.append(Append {
+                            idempotency: w,
+                            ..Append::default()
+                        })
+                    })
+                } else {
+                    Some(self.persist(&events, trace, |act| render(act, true)))
+                };
+                let view = self.state.view();
+                match ticket {
+                    Some(t) if durable || idem.is_some() => {
+                        reply_when_durable(t, reply, Ok((view, created)))
+                    }
+                    _ => {
+                        let _ = reply.send(Ok((view, created)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Answers `reply` with `value` once `ticket` is durable (or with the storage error).
+pub(crate) fn reply_when_durable<T: Send + 'static>(
+    ticket: AppendTicket,
+    reply: oneshot::Sender<EngineResult<T>>,
+    value: EngineResult<T>,
+) {
+    actix::spawn(async move {
+        let res = match ticket.await {
+            Ok(_) => value,
+            Err(e) => Err(e.into()),
+        };
+        let _ = reply.send(res);
+    });
+}
+
 impl Handler<SkuReq> for SkuActor {
     type Result = ();
 
-    fn handle(&mut self, msg: SkuReq, _ctx: &mut Self::Context) {
+    fn handle(&mut self, msg: SkuReq, ctx: &mut Self::Context) {
+        self.queued.fetch_sub(1, Ordering::AcqRel);
         self.last_activity = Instant::now();
         match msg {
             SkuReq::Cmd {
                 cmd,
                 trace,
                 durable,
+                idem,
                 reply,
-            } => match sku::decide(&self.state, &cmd) {
-                Err(e) => {
-                    let _ = reply.send(Err(e.into()));
-                }
-                Ok(events) => {
-                    let ticket = if events.is_empty() {
-                        durable.then(|| self.journal.append(Append::default()))
-                    } else {
-                        Some(self.persist(&events, trace))
-                    };
-                    let view = self.state.view();
-                    match ticket {
-                        Some(t) if durable => reply_when_durable(t, reply, view),
-                        _ => {
-                            let _ = reply.send(Ok(view));
-                        }
-                    }
-                }
-            },
+            } => self.handle_cmd(cmd, trace, durable, idem, reply),
             SkuReq::Reserve {
                 order_id,
                 customer_id,
@@ -279,7 +360,7 @@ impl Handler<SkuReq> for SkuActor {
                 let res = sku::decide(&self.state, &cmd).map(|events| {
                     if !events.is_empty() {
                         // The ticket is not awaited here: see the module docs.
-                        drop(self.persist(&events, trace));
+                        drop(self.persist(&events, trace, |_| None));
                     }
                     (self.state.price_minor, self.state.currency.clone())
                 });
@@ -294,12 +375,16 @@ impl Handler<SkuReq> for SkuActor {
                     self.journal.append(Append::default())
                 } else {
                     self.journal.append(Append {
-                        events: Vec::new(),
                         snapshots: vec![self.snapshot_write()],
-                        meta: Vec::new(),
+                        ..Append::default()
                     })
                 };
                 let _ = reply.send(t);
+            }
+            SkuReq::HoldForTest { until } => {
+                ctx.wait(actix::fut::wrap_future(async move {
+                    let _ = until.await;
+                }));
             }
         }
     }
