@@ -386,13 +386,16 @@ pub struct VerifyReport {
 /// it (units held while PENDING/PAID, sold while CONFIRMED or later, none held or sold
 /// otherwise); no idempotency key applied twice while its first answer was kept; every
 /// `PaymentSucceeded` paid an order that reached CONFIRMED (or is PAID, its deduction
-/// under way, which recovery finishes) or has a `RefundRequested` for its ref.
+/// under way, which recovery finishes) or has a `RefundRequested` for its ref; no payment
+/// refunded beyond what it paid.
 pub fn verify(store: &Store) -> EngineResult<VerifyReport> {
     let mut report = VerifyReport::default();
     // Idempotency key → (seq of its application, until when its answer was kept).
     let mut applied: HashMap<String, (u64, u64)> = HashMap::new();
     // (order id, payment ref, seq) of every PaymentSucceeded.
     let mut paid: Vec<(String, String, u64)> = Vec::new();
+    // (order id, payment ref) → (amount paid, amount refunded) for refs that paid.
+    let mut money: HashMap<(String, String), (i64, i64)> = HashMap::new();
     let mut skus: HashMap<String, Sku> = HashMap::new();
     let mut orders: HashMap<String, Order> = HashMap::new();
     // (order, sku) → (units held, units sold) according to SKU events.
@@ -459,8 +462,23 @@ pub fn verify(store: &Store) -> EngineResult<VerifyReport> {
             if v.version != o.version + 1 {
                 report.violations.push(format!("seq {}: {} version {} after {}", v.seq, v.stream, v.version, o.version));
             }
-            if let OrderEvent::PaymentSucceeded(p) = &ev {
-                paid.push((id.to_owned(), p.payment_ref.clone(), v.seq));
+            match &ev {
+                OrderEvent::PaymentSucceeded(p) => {
+                    paid.push((id.to_owned(), p.payment_ref.clone(), v.seq));
+                    money.entry((id.to_owned(), p.payment_ref.clone())).or_default().0 += p.amount_minor;
+                }
+                OrderEvent::RefundRequested(r) => {
+                    if let Some(m) = money.get_mut(&(id.to_owned(), r.payment_ref.clone())) {
+                        m.1 += r.amount_minor;
+                        if m.1 > m.0 {
+                            report.violations.push(format!(
+                                "seq {}: order {id} refunds {} of payment {} that paid {}",
+                                v.seq, m.1, r.payment_ref, m.0
+                            ));
+                        }
+                    }
+                }
+                _ => {}
             }
             order::apply(o, &ev, v.at_ms);
         } else {
