@@ -1608,3 +1608,120 @@ fn verify_reports_a_succeeded_payment_neither_kept_nor_refunded() {
         report.violations
     );
 }
+
+/// Payments, cancels and shipments racing on one order, in every pairing, end as if
+/// applied one at a time: each answer is one the order could give in some serial order,
+/// a payment that lost to a cancel is refunded, and the log verifies.
+#[test]
+fn racing_payments_cancels_and_shipments_end_as_if_applied_one_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), Durability::Sync);
+    cfg.order_idle_timeout = Duration::from_millis(1);
+    let engine = Engine::open(cfg).unwrap();
+    block_on(engine.upsert_sku(sku("RACE", 1_000, 100), None)).unwrap();
+    let race =
+        |a: Box<dyn FnOnce() -> Result<ordo_actors::OrderView, EngineError> + Send>,
+         b: Box<dyn FnOnce() -> Result<ordo_actors::OrderView, EngineError> + Send>| {
+            let ta = std::thread::spawn(a);
+            let tb = std::thread::spawn(b);
+            (ta.join().unwrap(), tb.join().unwrap())
+        };
+    for i in 0..25 {
+        // Pay vs cancel on a PENDING order.
+        let o =
+            block_on(engine.place_order(order(&format!("c{i}"), &[("RACE", 1)]), None)).unwrap();
+        let (e1, e2, id1, id2, t) = (
+            engine.clone(),
+            engine.clone(),
+            o.id.clone(),
+            o.id.clone(),
+            o.total_minor,
+        );
+        let (pay, cancel) = race(
+            Box::new(move || {
+                block_on(e1.pay(&id1, &format!("p{i}"), PaymentOutcome::Succeeded, t, None))
+            }),
+            Box::new(move || block_on(e2.cancel(&id2, "race", None))),
+        );
+        assert_eq!(cancel.unwrap().status, Status::Cancelled);
+        let end = block_on(engine.get_order(&o.id)).unwrap();
+        assert_eq!(end.status, Status::Cancelled);
+        match pay {
+            Ok(v) => assert_eq!(
+                v.status,
+                Status::Confirmed,
+                "pay won, then the cancel refunded it"
+            ),
+            Err(EngineError::NotPayable { .. }) => {}
+            Err(e) => panic!("pay vs cancel: {e}"),
+        }
+        assert_eq!(
+            end.refunds_requested,
+            vec![format!("p{i}")],
+            "paid money is refunded either way"
+        );
+
+        // Two payments under different refs.
+        let o =
+            block_on(engine.place_order(order(&format!("d{i}"), &[("RACE", 1)]), None)).unwrap();
+        let (e1, e2, id1, id2, t) = (
+            engine.clone(),
+            engine.clone(),
+            o.id.clone(),
+            o.id.clone(),
+            o.total_minor,
+        );
+        let (a, b) = race(
+            Box::new(move || block_on(e1.pay(&id1, "a", PaymentOutcome::Succeeded, t, None))),
+            Box::new(move || block_on(e2.pay(&id2, "b", PaymentOutcome::Succeeded, t, None))),
+        );
+        let confirmed = [&a, &b]
+            .iter()
+            .filter(|r| matches!(r, Ok(v) if v.status == Status::Confirmed))
+            .count();
+        let refused = [&a, &b]
+            .iter()
+            .filter(|r| matches!(r, Err(EngineError::NotPayable { .. })))
+            .count();
+        assert_eq!((confirmed, refused), (1, 1), "{a:?} {b:?}");
+        let end = block_on(engine.get_order(&o.id)).unwrap();
+        assert_eq!(
+            end.refunds_requested.len(),
+            1,
+            "the losing payment is refunded"
+        );
+
+        // Cancel vs shipment on a CONFIRMED order.
+        let e1 = engine.clone();
+        let id = o.id.clone();
+        let (e2, id2) = (engine.clone(), o.id.clone());
+        let (cancel, ship) = race(
+            Box::new(move || block_on(e1.cancel(&id, "race", None))),
+            Box::new(move || block_on(e2.ship(&id2, ShipmentStep::Prepared, None))),
+        );
+        let wins = [cancel.is_ok(), ship.is_ok()];
+        assert_eq!(
+            wins.iter().filter(|w| **w).count(),
+            1,
+            "{cancel:?} {ship:?}"
+        );
+        for r in [&cancel, &ship] {
+            if let Err(e) = r {
+                assert!(
+                    matches!(
+                        e,
+                        EngineError::Domain(DomainError::InvalidTransition { .. })
+                    ),
+                    "{e}"
+                );
+            }
+        }
+    }
+    assert!(engine.is_healthy());
+    let s = block_on(engine.get_sku("RACE")).unwrap();
+    assert_eq!(s.available + s.reserved + s.sold, 1_000);
+    block_on(engine.shutdown()).unwrap();
+    drop(engine);
+    let report = verify_dir(dir.path());
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+}

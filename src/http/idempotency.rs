@@ -146,7 +146,7 @@ async fn locked(
                 Ok(Stored::Applied { order_id }) => {
                     let answer = answer_of(
                         AnswerKind::Order,
-                        Outcome::Order(engine.get_order(&order_id).await.as_ref()),
+                        Outcome::Order(engine.get_order_durable(&order_id).await.as_ref()),
                     );
                     return (answer, true);
                 }

@@ -248,15 +248,23 @@ fn spawn_housekeeping(state: web::Data<AppState>) {
                 l.sweep();
             }
             if n.is_multiple_of(10) {
-                if let Some(engine) = state.engine.get() {
-                    let store = engine.store().clone();
-                    match web::block(move || store.idempotency_sweep(ordo_storage::now_ms())).await
-                    {
-                        Ok(Ok(swept)) if swept > 0 => {
-                            tracing::debug!(swept, "expired idempotency keys removed")
+                if let Some(engine) = state.engine.get().cloned() {
+                    let scan = engine.clone();
+                    let swept = match web::block(move || scan.expired_idempotency(100_000)).await {
+                        Ok(Ok(keys)) => {
+                            let n = keys.len();
+                            engine.expire_idempotency(keys).await.map(|()| n)
                         }
-                        Ok(Err(e)) => tracing::warn!(error = %e, "idempotency sweep failed"),
-                        _ => {}
+                        Ok(Err(e)) => Err(e),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "idempotency sweep did not run");
+                            Ok(0)
+                        }
+                    };
+                    match swept {
+                        Ok(n) if n > 0 => tracing::debug!(n, "expired idempotency keys removed"),
+                        Ok(_) => {}
+                        Err(e) => tracing::warn!(error = %e, "idempotency sweep failed"),
                     }
                 }
             }

@@ -71,6 +71,11 @@ pub struct Append {
     pub snapshots: Vec<SnapshotWrite>,
     pub meta: Vec<(String, Vec<u8>)>,
     pub idempotency: Option<IdempotencyWrite>,
+    /// Idempotency records to delete as expired: (key, the `expires_at_ms` seen when it
+    /// was found expired). The writer deletes a record only if it is still that one —
+    /// every idempotency write goes through the writer, so a key reused meanwhile keeps
+    /// its new record.
+    pub expire_idempotency: Vec<(String, u64)>,
 }
 
 /// How the journal treats appends.
@@ -456,14 +461,22 @@ impl Writer {
         let mut n_events = 0u64;
 
         let cf_idem = store.cf(CF_IDEMPOTENCY);
+        // Idempotency keys written by this batch so far (an expiry must not delete them).
+        let mut idem_written: std::collections::HashSet<String> = Default::default();
         let mut pending = batch.drain(..);
         while let Some(Pending { req, tx }) = pending.next() {
             if let Err(e) = self.check(&req, &mut staged) {
                 if self.shared.options.stop_on_conflict
-                    && matches!(e, StorageError::VersionConflict { .. })
+                    && matches!(
+                        e,
+                        StorageError::VersionConflict { .. }
+                            | StorageError::Rocks(_)
+                            | StorageError::Corrupt { .. }
+                    )
                 {
-                    // Memory and log disagree: write nothing of this batch, stop.
-                    let reason = format!("{e}: memory and log disagree (a bug); stopped");
+                    // Memory and log disagree (or cannot be compared): the actor already
+                    // applied these events. Write nothing of this batch, stop.
+                    let reason = format!("{e}: memory and log disagree; stopped");
                     for p in pending.by_ref() {
                         let _ = p.tx.send(Err(StorageError::JournalStopped(reason.clone())));
                     }
@@ -529,6 +542,22 @@ impl Writer {
                 match codec::encode(&w.record) {
                     Ok(bytes) => wb.put_cf(cf_idem, w.key.as_bytes(), bytes),
                     Err(e) => return self.fail(answers, tx, e.to_string()),
+                }
+                idem_written.insert(w.key.clone());
+            }
+            for (key, seen_expiry) in &req.expire_idempotency {
+                if idem_written.contains(key) {
+                    continue;
+                }
+                // Any record, even one that no longer decodes, is compared by its expiry.
+                match store.idempotency_expiry(key.as_bytes()) {
+                    Ok(Some(expiry)) if expiry == *seen_expiry => {
+                        wb.delete_cf(cf_idem, key.as_bytes())
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "idempotency expiry check failed; record kept")
+                    }
                 }
             }
             n_events += req.events.len() as u64;

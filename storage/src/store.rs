@@ -531,9 +531,44 @@ impl Store {
         }
     }
 
-    /// Deletes every idempotency record expired at `now_ms`; returns how many. Compaction
-    /// drops expired records too, but only when it happens to rewrite them; the sweep
-    /// bounds how long they stay.
+    /// The expiry of the record under `key` (`0` for a record that does not decode,
+    /// expired by definition), or `None` without a record.
+    pub(crate) fn idempotency_expiry(&self, key: &[u8]) -> Result<Option<u64>> {
+        match self.db.get_pinned_cf(self.cf(CF_IDEMPOTENCY), key)? {
+            Some(v) => Ok(Some(
+                codec::decode::<IdempotencyRecord>(&v, CF_IDEMPOTENCY, String::new)
+                    .map_or(0, |r| r.expires_at_ms),
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// Up to `limit` idempotency records expired at `now_ms`, as (key, expiry seen); a
+    /// record that does not decode counts as expired (expiry 0). Hand them to the
+    /// journal ([`crate::Append::expire_idempotency`]), which deletes each only if it is
+    /// still the record seen here.
+    pub fn idempotency_expired(&self, now_ms: u64, limit: usize) -> Result<Vec<(String, u64)>> {
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(self.cf(CF_IDEMPOTENCY), IteratorMode::Start)
+        {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = item?;
+            let expiry = codec::decode::<IdempotencyRecord>(&v, CF_IDEMPOTENCY, String::new)
+                .map_or(0, |r| r.expires_at_ms);
+            if expiry <= now_ms {
+                out.push((String::from_utf8_lossy(&k).into_owned(), expiry));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes every idempotency record expired at `now_ms`; returns how many. Only for a
+    /// store no journal writes to (offline tools): a running engine expires keys through
+    /// the journal instead, so a key reused meanwhile cannot lose its new record.
     pub fn idempotency_sweep(&self, now_ms: u64) -> Result<usize> {
         let cf = self.cf(CF_IDEMPOTENCY);
         let mut batch = WriteBatch::default();

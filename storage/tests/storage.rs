@@ -279,7 +279,7 @@ fn reopen_after_clean_close_keeps_everything_and_versions_continue() {
                 state: b"state@10".to_vec(),
             }],
             meta: vec![("checkpoint".into(), 20u64.to_be_bytes().to_vec())],
-            idempotency: None,
+            ..Append::default()
         })
         .wait()
         .unwrap();
@@ -341,7 +341,7 @@ fn snapshots_are_tagged_with_the_seq_they_cover() {
                 state: vec![1, 2, 3],
             }],
             meta: vec![],
-            idempotency: None,
+            ..Append::default()
         })
         .wait()
         .unwrap();
@@ -368,7 +368,7 @@ fn snapshots_are_tagged_with_the_seq_they_cover() {
                 state: vec![],
             }],
             meta: vec![],
-            idempotency: None,
+            ..Append::default()
         })
         .wait()
         .unwrap_err();
@@ -865,4 +865,46 @@ fn with_stop_on_conflict_a_version_conflict_stops_the_journal_and_writes_nothing
     ));
     assert_eq!(store.stream_head("order/y").unwrap(), 0);
     assert_eq!(store.last_seq().unwrap(), 1);
+}
+
+#[test]
+fn expiring_idempotency_keys_through_the_journal_spares_a_key_reused_meanwhile() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Durability::Sync);
+    let j = Journal::start(store.clone()).unwrap();
+    let write = |key: &str, answer: &[u8], expires: u64| {
+        let mut w = idem_write(key, answer, false);
+        w.record.expires_at_ms = expires;
+        j.append(Append {
+            idempotency: Some(w),
+            ..Append::default()
+        })
+        .wait()
+        .unwrap();
+    };
+    write("s\nold", b"a", 10);
+    write("s\nreused", b"b", 10);
+    write("s\nlive", b"c", u64::MAX / 2);
+    let expired = store.idempotency_expired(100, 10).unwrap();
+    let mut keys: Vec<_> = expired.iter().map(|(k, _)| k.as_str()).collect();
+    keys.sort();
+    assert_eq!(keys, ["s\nold", "s\nreused"]);
+    // The key is reused after the scan saw it expired: its new record must survive.
+    write("s\nreused", b"new", u64::MAX / 2);
+    j.append(Append {
+        expire_idempotency: expired,
+        ..Append::default()
+    })
+    .wait()
+    .unwrap();
+    assert_eq!(store.idempotency_get(b"s\nold", 0).unwrap(), None);
+    assert_eq!(
+        store
+            .idempotency_get(b"s\nreused", 100)
+            .unwrap()
+            .unwrap()
+            .response,
+        b"new"
+    );
+    assert!(store.idempotency_get(b"s\nlive", 100).unwrap().is_some());
 }

@@ -96,14 +96,29 @@ pub struct Order {
     pub cancel_reason: Option<String>,
     /// Failure details of a FAILED order: (reason code, sku).
     pub failure: Option<(String, String)>,
-    /// Payment refs for which a refund has been requested (late payments, cancellation).
-    pub refunds: Vec<String>,
+    /// Refunds requested (late payments, cancellation), in order.
+    pub refunds: Vec<Refund>,
     /// Every payment attempt recorded on the order (succeeded or failed), in order: what
     /// tells a replay (same ref, outcome and amount) from a new attempt.
     pub payments: Vec<Payment>,
     pub history: Vec<HistoryEntry>,
     pub version: u64,
 }
+
+/// A refund requested on an order: of a payment that could not be kept
+/// ([`REFUND_NOT_PAYABLE`]) or of the order's own payment when it was cancelled
+/// ([`REFUND_CANCELLED`]). One refund per (ref, amount, reason): a payment attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+pub struct Refund {
+    pub payment_ref: String,
+    pub amount_minor: i64,
+    pub reason: String,
+}
+
+/// Reason of the refund of a cancelled order's payment.
+pub const REFUND_CANCELLED: &str = "cancelled";
+/// Reason of the refund of a payment for an order that could no longer be paid.
+pub const REFUND_NOT_PAYABLE: &str = "order_not_payable";
 
 /// A payment attempt recorded on an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
@@ -189,10 +204,7 @@ impl Order {
     pub fn needs_restore(&self) -> bool {
         self.status == Some(Status::Cancelled)
             && self.history.iter().any(|h| h.status == Status::Confirmed)
-            && !self
-                .refunds
-                .iter()
-                .any(|r| Some(r) == self.payment_ref.as_ref())
+            && !self.refunds.iter().any(|r| r.reason == REFUND_CANCELLED)
     }
 }
 
@@ -325,7 +337,17 @@ pub fn decide(o: &Order, cmd: &OrderCommand) -> DomainResult<Vec<OrderEvent>> {
             if !o.is_created() {
                 return Err(transition(o, "record a refund"));
             }
-            if o.refunds.contains(payment_ref) {
+            // The same refund again (a replayed late payment, a redriven cancellation)
+            // records nothing; another attempt under the same ref is refunded too.
+            let done = o.refunds.iter().any(|r| {
+                r.payment_ref == *payment_ref
+                    && r.amount_minor == *amount_minor
+                    && r.reason == *reason
+            });
+            if done
+                || (reason == REFUND_CANCELLED
+                    && o.refunds.iter().any(|r| r.reason == REFUND_CANCELLED))
+            {
                 return Ok(vec![]);
             }
             Ok(vec![OrderEvent::RefundRequested(RefundRequested {
@@ -402,7 +424,11 @@ pub fn apply(o: &mut Order, ev: &OrderEvent, at_ms: u64) {
             o.cancel_reason = Some(e.reason.clone());
             set_status(o, Status::Cancelled, at_ms, Some(e.reason.clone()));
         }
-        RefundRequested(e) => o.refunds.push(e.payment_ref.clone()),
+        RefundRequested(e) => o.refunds.push(Refund {
+            payment_ref: e.payment_ref.clone(),
+            amount_minor: e.amount_minor,
+            reason: e.reason.clone(),
+        }),
         ShipmentPrepared(_) => set_status(o, Status::ShipmentPrepared, at_ms, None),
         ShipmentProcessed(_) => set_status(o, Status::ShipmentProcessed, at_ms, None),
         OrderFulfilled(_) => set_status(o, Status::Fulfilled, at_ms, None),

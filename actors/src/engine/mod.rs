@@ -91,6 +91,9 @@ pub(crate) struct Inner {
     /// SKU codes in order, for paging the catalogue.
     sku_index: RwLock<BTreeSet<String>>,
     pub(crate) orders: DashMap<String, Addr<OrderActor>>,
+    /// Caller-chosen order ids being placed (`place_order_as`), so two placements under
+    /// one id cannot both pass the "taken" check.
+    placing: DashMap<String, ()>,
     /// PENDING orders without an actor (see `deadlines`).
     pub(crate) deadlines: deadlines::Deadlines,
     arbiters: Vec<ArbiterHandle>,
@@ -182,7 +185,6 @@ impl Inner {
             self.skus.clone(),
             self.config.sku_idle_timeout,
             self.metrics.live_skus.clone(),
-            queued.clone(),
         );
         let addr = SkuActor::start_in_arbiter(self.arbiter(), move |_| actor);
         self.metrics.live_skus.fetch_add(1, Ordering::Relaxed);
@@ -295,22 +297,19 @@ impl Inner {
     ) -> EngineResult<T> {
         for _ in 0..ASK_TRIES {
             let handle = self.sku_addr(sku, create)?;
-            let before = handle.queued.fetch_add(1, Ordering::AcqRel);
+            let (tx, rx) = oneshot::channel();
+            let (msg, before) = handle.enqueue(make(tx));
             if admission == Admission::RefuseWhenFull && before >= self.config.sku_mailbox {
-                handle.queued.fetch_sub(1, Ordering::AcqRel);
+                drop(msg);
                 self.metrics.overloaded.fetch_add(1, Ordering::Relaxed);
                 return Err(EngineError::Overloaded {
                     sku: sku.to_owned(),
                 });
             }
-            let (tx, rx) = oneshot::channel();
-            let delivered = handle.addr.send(make(tx)).await.is_ok();
-            if delivered {
+            if handle.addr.send(msg).await.is_ok() {
                 if let Ok(v) = rx.await {
                     return Ok(v);
                 }
-            } else {
-                handle.queued.fetch_sub(1, Ordering::AcqRel);
             }
             self.skus.remove_if(sku, |_, h| h.addr == handle.addr);
             yield_now().await;
@@ -433,6 +432,18 @@ impl Inner {
 
 type Reply<T> = oneshot::Sender<EngineResult<T>>;
 
+/// Frees a caller-chosen order id when its placement ends, however it ends.
+struct PlacingGuard<'a> {
+    placing: &'a DashMap<String, ()>,
+    id: &'a str,
+}
+
+impl Drop for PlacingGuard<'_> {
+    fn drop(&mut self) {
+        self.placing.remove(self.id);
+    }
+}
+
 /// How many times a request is sent to an actor that may be leaving memory.
 const ASK_TRIES: usize = 8;
 
@@ -494,6 +505,7 @@ impl Engine {
             skus: Arc::new(DashMap::new()),
             sku_index: RwLock::new(BTreeSet::new()),
             orders: DashMap::new(),
+            placing: DashMap::new(),
             deadlines: deadlines::Deadlines::default(),
             arbiters,
             next_arbiter: AtomicUsize::new(0),
@@ -623,10 +635,10 @@ impl Engine {
         let res = async {
             let seq = inner.journal.durable_seq();
             let mut waits = Vec::new();
-            let skus: Vec<_> = inner.skus.iter().map(|e| e.value().addr.clone()).collect();
-            for addr in skus {
+            let skus: Vec<_> = inner.skus.iter().map(|e| e.value().clone()).collect();
+            for handle in skus {
                 let (tx, rx) = oneshot::channel();
-                if addr.send(SkuReq::Snapshot { reply: tx }).await.is_ok() {
+                if handle.send(SkuReq::Snapshot { reply: tx }).await.is_ok() {
                     waits.push(rx);
                 }
             }
@@ -830,12 +842,22 @@ impl Engine {
                 DomainError::Invalid(format!("order id {order_id:?} is not a ULID")).into(),
             );
         }
+        let taken = || DomainError::Invalid(format!("order id {order_id} is taken")).into();
+        if inner.placing.insert(order_id.clone(), ()).is_some() {
+            return Err(taken());
+        }
+        let placing = PlacingGuard {
+            placing: &inner.placing,
+            id: &order_id,
+        };
         if inner.orders.contains_key(&order_id)
             || inner.store.stream_head(&format!("order/{order_id}"))? > 0
         {
-            return Err(DomainError::Invalid(format!("order id {order_id} is taken")).into());
+            return Err(taken());
         }
-        self.place(order_id, req, trace, None).await
+        let res = self.place(order_id.clone(), req, trace, None).await;
+        drop(placing);
+        res
     }
 
     /// Reserves every line in order; `Ok` holds the lines reserved (with their captured
@@ -1129,6 +1151,15 @@ impl Engine {
         Ok(OrderView::from(&state))
     }
 
+    /// The order as of now, once that state is durable (a barrier append after the
+    /// read): what a retried command whose saga a crash cut short is answered with.
+    pub async fn get_order_durable(&self, order_id: &str) -> EngineResult<OrderView> {
+        self.inner.fail_if_stopped()?;
+        let view = self.get_order(order_id).await?;
+        self.inner.journal.append(Append::default()).await?;
+        Ok(view)
+    }
+
     /// The order as it was answered when it was placed (its creation events only), or
     /// `None` if no order has this id. Used to replay the first answer to a retried
     /// request.
@@ -1202,15 +1233,38 @@ impl Engine {
             .map_or(0, |h| h.queued.load(Ordering::Acquire))
     }
 
+    /// Up to `limit` idempotency records expired now, for
+    /// [`Engine::expire_idempotency`]. Scans the store: call it off async workers.
+    pub fn expired_idempotency(&self, limit: usize) -> EngineResult<Vec<(String, u64)>> {
+        Ok(self
+            .inner
+            .store
+            .idempotency_expired(ordo_storage::now_ms(), limit)?)
+    }
+
+    /// Deletes expired idempotency records through the journal, each only if it is still
+    /// the record found expired (a key reused meanwhile keeps its new answer).
+    pub async fn expire_idempotency(&self, keys: Vec<(String, u64)>) -> EngineResult<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        self.inner
+            .journal
+            .append(Append {
+                expire_idempotency: keys,
+                ..Append::default()
+            })
+            .await?;
+        Ok(())
+    }
+
     /// Failure point for tests: the SKU's actor takes no further message until the
     /// returned sender is dropped (or sent to), so its queue fills deterministically.
     #[doc(hidden)]
     pub async fn hold_sku_for_test(&self, sku: &str) -> EngineResult<oneshot::Sender<()>> {
         let (release, until) = oneshot::channel();
         let handle = self.inner.sku_addr(sku, false)?;
-        handle.queued.fetch_add(1, Ordering::AcqRel);
         handle
-            .addr
             .send(SkuReq::HoldForTest { until })
             .await
             .map_err(|e| EngineError::Unavailable(format!("sku {sku}: {e}")))?;

@@ -296,7 +296,7 @@ impl OrderActor {
             let cmd = OrderCommand::RequestRefund {
                 payment_ref,
                 amount_minor: act.state.total_minor,
-                reason: "cancelled".into(),
+                reason: order::REFUND_CANCELLED.into(),
             };
             match res.and_then(|()| Ok(order::decide(&act.state, &cmd)?)) {
                 Ok(events) => {
@@ -442,7 +442,7 @@ impl OrderActor {
             let refund = OrderCommand::RequestRefund {
                 payment_ref: payment.payment_ref,
                 amount_minor: payment.amount_minor,
-                reason: "order_not_payable".into(),
+                reason: order::REFUND_NOT_PAYABLE.into(),
             };
             if let Ok(ev) = order::decide(&after, &refund) {
                 events.extend(ev);
@@ -512,7 +512,8 @@ impl OrderActor {
     /// append of this actor durable (mailbox paused), then it leaves the registry, then
     /// stops. See the module docs.
     fn maybe_passivate(&mut self, ctx: &mut Context<Self>) {
-        if self.leaving {
+        // After a fail stop nothing becomes durable: stay (the engine refuses everything).
+        if self.leaving || self.engine.journal.stopped().is_some() {
             return;
         }
         let st = self.state.status;

@@ -467,7 +467,9 @@ pub fn verify(store: &Store) -> EngineResult<VerifyReport> {
                     paid.push((id.to_owned(), p.payment_ref.clone(), v.seq));
                     money.entry((id.to_owned(), p.payment_ref.clone())).or_default().0 += p.amount_minor;
                 }
-                OrderEvent::RefundRequested(r) => {
+                // A cancelled order's refund returns what its payment paid; refunds of
+                // other attempts under the same ref (late payments) are their own money.
+                OrderEvent::RefundRequested(r) if r.reason == order::REFUND_CANCELLED => {
                     if let Some(m) = money.get_mut(&(id.to_owned(), r.payment_ref.clone())) {
                         m.1 += r.amount_minor;
                         if m.1 > m.0 {
@@ -518,11 +520,15 @@ pub fn verify(store: &Store) -> EngineResult<VerifyReport> {
     for (order_id, payment_ref, seq) in &paid {
         let o = orders.get(order_id);
         let kept = o.is_some_and(|o| {
-            o.status == Some(Status::Paid)
-                || o.history.iter().any(|h| h.status == Status::Confirmed)
-                    && o.payment_ref.as_ref() == Some(payment_ref)
+            (o.status == Some(Status::Paid)
+                || o.history.iter().any(|h| h.status == Status::Confirmed))
+                && o.payment_ref.as_ref() == Some(payment_ref)
         });
-        let refunded = o.is_some_and(|o| o.refunds.contains(payment_ref));
+        let refunded = o.is_some_and(|o| {
+            o.refunds
+                .iter()
+                .any(|r| r.payment_ref == *payment_ref && r.reason == order::REFUND_CANCELLED)
+        });
         let confirmed_then_cancelled = o.is_some_and(|o| {
             o.status == Some(Status::Cancelled)
                 && o.history.iter().any(|h| h.status == Status::Confirmed)

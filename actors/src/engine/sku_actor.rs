@@ -40,6 +40,47 @@ pub(crate) struct SkuHandle {
     pub(crate) queued: Arc<AtomicUsize>,
 }
 
+impl SkuHandle {
+    /// Counts `req` in and wraps it for sending; the count goes down when the message is
+    /// dropped — handled, skipped (its caller went away) or discarded with a stopped
+    /// actor alike — so it never leaks. Returns the count before it.
+    pub(crate) fn enqueue(&self, req: SkuReq) -> (SkuMsg, usize) {
+        let before = self.queued.fetch_add(1, Ordering::AcqRel);
+        (
+            SkuMsg {
+                req,
+                _queued: Queued(self.queued.clone()),
+            },
+            before,
+        )
+    }
+
+    /// Sends `req` (counted) and waits until the actor took it up.
+    pub(crate) async fn send(&self, req: SkuReq) -> Result<(), MailboxError> {
+        let (msg, _) = self.enqueue(req);
+        self.addr.send(msg).await
+    }
+}
+
+/// One message counted in a SKU's queue while it exists.
+struct Queued(Arc<AtomicUsize>);
+
+impl Drop for Queued {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A [`SkuReq`] on its way, counted in the SKU's queue.
+pub(crate) struct SkuMsg {
+    req: SkuReq,
+    _queued: Queued,
+}
+
+impl Message for SkuMsg {
+    type Result = ();
+}
+
 pub(crate) enum SkuReq {
     Cmd {
         cmd: SkuCommand,
@@ -71,10 +112,6 @@ pub(crate) enum SkuReq {
     HoldForTest { until: oneshot::Receiver<()> },
 }
 
-impl Message for SkuReq {
-    type Result = ();
-}
-
 pub(crate) struct SkuActor {
     stream: Arc<str>,
     state: Sku,
@@ -88,7 +125,6 @@ pub(crate) struct SkuActor {
     idle_timeout: Duration,
     last_activity: Instant,
     metrics_live: Arc<std::sync::atomic::AtomicU64>,
-    queued: Arc<AtomicUsize>,
 }
 
 impl SkuActor {
@@ -102,7 +138,6 @@ impl SkuActor {
         registry: Arc<DashMap<String, SkuHandle>>,
         idle_timeout: Duration,
         metrics_live: Arc<std::sync::atomic::AtomicU64>,
-        queued: Arc<AtomicUsize>,
     ) -> Self {
         SkuActor {
             stream: Arc::from(format!("sku/{sku}")),
@@ -115,7 +150,6 @@ impl SkuActor {
             idle_timeout,
             last_activity: Instant::now(),
             metrics_live,
-            queued,
         }
     }
 
@@ -320,13 +354,14 @@ pub(crate) fn reply_when_durable<T: Send + 'static>(
     });
 }
 
-impl Handler<SkuReq> for SkuActor {
+impl Handler<SkuMsg> for SkuActor {
     type Result = ();
 
-    fn handle(&mut self, msg: SkuReq, ctx: &mut Self::Context) {
-        self.queued.fetch_sub(1, Ordering::AcqRel);
+    fn handle(&mut self, msg: SkuMsg, ctx: &mut Self::Context) {
+        let SkuMsg { req, _queued } = msg;
+        drop(_queued); // taken up: no longer queued
         self.last_activity = Instant::now();
-        match msg {
+        match req {
             SkuReq::Cmd {
                 cmd,
                 trace,

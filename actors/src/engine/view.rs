@@ -48,7 +48,7 @@ impl From<&Order> for OrderView {
             cancel_reason: o.cancel_reason.clone(),
             failure_reason: o.failure.as_ref().map(|f| f.0.clone()),
             failed_sku: o.failure.as_ref().map(|f| f.1.clone()),
-            refunds_requested: o.refunds.clone(),
+            refunds_requested: o.refunds.iter().map(|r| r.payment_ref.clone()).collect(),
             history: o.history.clone(),
             version: o.version,
         }
