@@ -1,13 +1,19 @@
 //! `ordo torture`: the checker's model on hand-made histories (a clean one it must
-//! accept, bad ones it must reject).
+//! accept, bad ones it must reject), and one short end-to-end run of the real binary
+//! against a server it spawns, kills and restarts.
+//!
+//! Set `TORTURE_SEED` to replay the end-to-end run's mix of requests.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Stdio};
 
 use ordo::torture::model::{
     check, Answer, Attempt, Line, LogEvent, LogView, Observed, Op, OrderFinal, Outcome, Record,
     Setup, SkuFinal, Step, Violation,
 };
 use serde_json::{json, Value};
+
+const BIN: &str = env!("CARGO_BIN_EXE_ordo");
 
 // ---------------------------------------------------------------------------------------
 // Building histories.
@@ -650,4 +656,55 @@ fn an_acknowledged_order_that_is_gone_is_found() {
     w.seen.lost.insert("D".into());
     let v = w.check();
     assert_found(&v, "orders", "no longer knows it");
+}
+
+// ---------------------------------------------------------------------------------------
+// End to end.
+
+#[test]
+fn torture_with_kills_finds_nothing_and_does_real_work() {
+    let seed: u64 = match std::env::var("TORTURE_SEED") {
+        Ok(s) => s.parse().expect("TORTURE_SEED is a u64"),
+        Err(_) => std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64,
+    };
+    eprintln!("torture seed {seed} (TORTURE_SEED={seed} replays the mix)");
+    let out = Command::new(BIN)
+        .args(["torture", "--spawn", "--json", "--duration", "20s"])
+        .args(["--kill-every", "1s..3s", "--drain", "15s"])
+        .args(["--seed", &seed.to_string()])
+        .env_remove("ORDO_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run ordo torture");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let summary: Value = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| panic!("no JSON summary on stdout: {stdout}"));
+    let n = |k: &str| summary[k].as_u64().unwrap_or(0);
+    let violations: Vec<&str> = summary["violations"]
+        .as_array()
+        .map(|v| v.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    assert!(
+        out.status.success() && summary["ok"] == true,
+        "seed {seed}: ordo torture failed ({}), {} violations; the first:\n{}",
+        out.status,
+        violations.len(),
+        violations
+            .iter()
+            .take(12)
+            .map(|v| format!("  {v}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    assert!(n("kills") >= 2, "{summary}");
+    assert!(n("acked") >= 200, "{summary}");
+    assert!(n("confirmed") > 0, "{summary}");
+    assert!(n("cancelled") > 0, "{summary}");
 }
