@@ -23,6 +23,10 @@ pub enum Command {
     Serve(Box<crate::config::ServeArgs>),
     /// Load-test a server (--url) or the embedded engine: flash-sale, catalog, lifecycle.
     Bench(Box<crate::bench::BenchArgs>),
+    /// Check a server's history: random concurrent clients (and, with --spawn, SIGKILLs
+    /// and restarts), then every acknowledged answer against a reference model; exit 1
+    /// on any violation.
+    Torture(Box<crate::torture::TortureArgs>),
     /// Replay the log, check every invariant, print per-SKU counters; exit 1 on any
     /// violation.
     Verify {
@@ -65,6 +69,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
             Ok(0)
         }
         Command::Bench(args) => crate::bench::run(*args),
+        Command::Torture(args) => crate::torture::run(*args),
         Command::Verify { data_dir, json } => verify(&data_dir, json),
         Command::Events {
             data_dir,

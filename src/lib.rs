@@ -28,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod telemetry;
+pub mod torture;
 
 pub use ordo_actors::domain::order::{PaymentOutcome, ShipmentStep, Status};
 pub use ordo_actors::domain::{DomainError, LineRequest};
