@@ -1725,3 +1725,114 @@ fn racing_payments_cancels_and_shipments_end_as_if_applied_one_at_a_time() {
     let report = verify_dir(dir.path());
     assert!(report.violations.is_empty(), "{:?}", report.violations);
 }
+
+/// The SKU queue count comes back to zero whatever happens to a message: a checkpoint's
+/// snapshot request, requests whose caller went away before the actor took them up.
+/// (Before the fix a checkpoint wrapped the count below zero and the SKU refused every
+/// order from then on; dropped requests leaked it upwards.)
+#[test]
+fn the_sku_queue_count_survives_checkpoints_and_callers_that_hang_up() {
+    use futures::FutureExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), Durability::Sync);
+    cfg.checkpoint_every = 1;
+    let engine = Engine::open(cfg).unwrap();
+    block_on(engine.upsert_sku(sku("Q", 100, 10), None)).unwrap();
+    block_on(engine.place_order(order("a", &[("Q", 1)]), None)).unwrap();
+    assert!(eventually(|| engine
+        .metrics()
+        .checkpoints
+        .load(std::sync::atomic::Ordering::Relaxed)
+        > 0));
+    assert_eq!(engine.sku_queue_for_test("Q"), 0);
+    let release = block_on(engine.hold_sku_for_test("Q")).unwrap();
+    for _ in 0..5 {
+        // A read whose client hung up: queued (polled once), then dropped.
+        assert!(engine.get_sku("Q").now_or_never().is_none());
+    }
+    drop(release);
+    assert!(eventually(|| engine.sku_queue_for_test("Q") == 0));
+    let o = block_on(engine.place_order(order("b", &[("Q", 1)]), None)).unwrap();
+    assert_eq!(o.status, Status::Pending);
+    block_on(engine.shutdown()).unwrap();
+}
+
+/// A second success under the paying ref (another amount: a new attempt, refused and
+/// refunded) does not swallow the refund of the order's own payment when it is
+/// cancelled afterwards.
+#[test]
+fn a_late_refund_under_the_paying_ref_does_not_swallow_the_cancellation_refund() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path(), Durability::Sync)).unwrap();
+    block_on(engine.upsert_sku(sku("R", 10, 1000), None)).unwrap();
+    let o = block_on(engine.place_order(order("a", &[("R", 1)]), None)).unwrap();
+    let paid =
+        block_on(engine.pay(&o.id, "A", PaymentOutcome::Succeeded, o.total_minor, None)).unwrap();
+    assert_eq!(paid.status, Status::Confirmed);
+    assert!(matches!(
+        block_on(engine.pay(&o.id, "A", PaymentOutcome::Succeeded, 1, None)),
+        Err(EngineError::NotPayable { .. })
+    ));
+    let c = block_on(engine.cancel(&o.id, "customer", None)).unwrap();
+    assert_eq!(c.status, Status::Cancelled);
+    let refunds: Vec<(String, String)> = engine
+        .read_events(0, 100, Some(&format!("order/{}", o.id)))
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.event_type == "RefundRequested")
+        .map(|e| {
+            let ev = ordo_actors::domain::events::decode_order(&e.event_type, e.schema, &e.payload)
+                .unwrap();
+            match ev {
+                ordo_actors::domain::OrderEvent::RefundRequested(r) => {
+                    (format!("{}:{}", r.payment_ref, r.amount_minor), r.reason)
+                }
+                other => panic!("{other:?}"),
+            }
+        })
+        .collect();
+    assert_eq!(
+        refunds,
+        [
+            ("A:1".to_string(), "order_not_payable".to_string()),
+            ("A:1000".to_string(), "cancelled".to_string())
+        ]
+    );
+    let s = block_on(engine.get_sku("R")).unwrap();
+    assert_eq!((s.available, s.sold), (10, 0));
+    block_on(engine.shutdown()).unwrap();
+    drop(engine);
+    let report = verify_dir(dir.path());
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+}
+
+/// Two placements racing under one caller-chosen id: one is placed, the other refused as
+/// taken, and the engine keeps running (before the fix the loser's append was a version
+/// conflict, which stops the journal).
+#[test]
+fn racing_placements_under_one_chosen_id_place_one_order_and_keep_the_engine_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path(), Durability::Sync)).unwrap();
+    block_on(engine.upsert_sku(sku("ID", 1000, 10), None)).unwrap();
+    for _ in 0..20 {
+        let id = Engine::new_order_id();
+        let threads: Vec<_> = (0..2)
+            .map(|i| {
+                let (e, id) = (engine.clone(), id.clone());
+                std::thread::spawn(move || {
+                    block_on(e.place_order_as(id, order(&format!("c{i}"), &[("ID", 1)]), None))
+                })
+            })
+            .collect();
+        let results: Vec<_> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+        assert_eq!(
+            results.iter().filter(|r| r.is_ok()).count(),
+            1,
+            "{results:?}"
+        );
+        assert!(engine.is_healthy(), "{:?}", engine.stopped_reason());
+    }
+    let s = block_on(engine.get_sku("ID")).unwrap();
+    assert_eq!((s.available, s.reserved), (980, 20));
+    block_on(engine.shutdown()).unwrap();
+}
