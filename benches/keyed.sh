@@ -5,7 +5,9 @@
 #
 #   benches/keyed.sh [ROUNDS] [DURATION] [CONCURRENCY]
 #
-# Needs the release binary (`cargo build --release`); ORDO=path overrides it.
+# Needs the release binary (`cargo build --release`); ORDO=path overrides it. With
+# BASELINE=path/to/another/ordo, each round also runs that server (same client, this
+# binary's `ordo bench`), e.g. the previous release, for a before/after in one run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS="${1:-3}"
@@ -17,9 +19,9 @@ WORK="$(mktemp -d)"
 trap 'kill "$PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 PID=""
 
-run() { # $1 = label, $2 = extra bench flags
+run() { # $1 = label, $2 = extra bench flags, $3 = server binary
   rm -rf "$WORK/data"
-  "$ORDO" serve --data-dir "$WORK/data" --listen "127.0.0.1:$PORT" --log-format json \
+  "${3:-$ORDO}" serve --data-dir "$WORK/data" --listen "127.0.0.1:$PORT" --log-format json \
     2>"$WORK/server.log" &
   PID=$!
   for _ in $(seq 1 400); do
@@ -41,10 +43,18 @@ EOF
 for i in $(seq 1 "$ROUNDS"); do
   run unkeyed "" | tee -a "$WORK/results"
   run keyed "--idempotency-keys" | tee -a "$WORK/results"
+  if [ -n "${BASELINE:-}" ]; then
+    run base-unkeyed "" "$BASELINE" | tee -a "$WORK/results"
+    run base-keyed "--idempotency-keys" "$BASELINE" | tee -a "$WORK/results"
+  fi
 done
 python3 - "$WORK/results" <<'EOF'
 import statistics, sys
 rows = [l.split() for l in open(sys.argv[1])]
-med = {k: statistics.median(float(r[1]) for r in rows if r[0] == k) for k in ("unkeyed", "keyed")}
-print(f'median unkeyed {med["unkeyed"]:.0f} req/s, keyed {med["keyed"]:.0f} req/s, keyed/unkeyed {med["keyed"]/med["unkeyed"]:.2f}')
+for prefix in ("", "base-"):
+    got = {k: [float(r[1]) for r in rows if r[0] == prefix + k] for k in ("unkeyed", "keyed")}
+    if not got["keyed"]:
+        continue
+    med = {k: statistics.median(v) for k, v in got.items()}
+    print(f'{prefix or "this "}median unkeyed {med["unkeyed"]:.0f} req/s, keyed {med["keyed"]:.0f} req/s, keyed/unkeyed {med["keyed"]/med["unkeyed"]:.2f}')
 EOF
