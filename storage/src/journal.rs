@@ -38,7 +38,9 @@ use crate::store::{
     CF_STREAMS, META_LAST_SEQ,
 };
 
-/// A snapshot written in the same batch as events. It covers `stream` up to `version`,
+/// A snapshot, written with an append's events or on its own (an append of snapshots
+/// only is written in a later batch than any events of its stream queued with it, so it
+/// never becomes durable before what it covers). It covers `stream` up to `version`,
 /// which must be the version of one of the request's events (or the stream's current
 /// head); the journal tags it with that event's seq.
 #[derive(Debug, Clone)]
@@ -463,8 +465,16 @@ impl Writer {
         let cf_idem = store.cf(CF_IDEMPOTENCY);
         // Idempotency keys written by this batch so far (an expiry must not delete them).
         let mut idem_written: std::collections::HashSet<String> = Default::default();
+        // Snapshot-only appends of a stream this batch writes events to wait for the next
+        // batch: a snapshot is written only once the events it covers are durable.
+        let mut deferred: Vec<Pending> = Vec::new();
         let mut pending = batch.drain(..);
         while let Some(Pending { req, tx }) = pending.next() {
+            if req.events.is_empty() && req.snapshots.iter().any(|s| staged.contains_key(&s.stream))
+            {
+                deferred.push(Pending { req, tx });
+                continue;
+            }
             if let Err(e) = self.check(&req, &mut staged) {
                 if self.shared.options.stop_on_conflict
                     && matches!(
@@ -616,6 +626,11 @@ impl Writer {
         self.shared.durable.send_replace(next - 1);
         for (tx, res) in answers {
             let _ = tx.send(res);
+        }
+        if !deferred.is_empty() {
+            let mut q = self.shared.queue.lock();
+            deferred.append(&mut q.pending);
+            q.pending = deferred;
         }
         Ok(())
     }

@@ -908,3 +908,32 @@ fn expiring_idempotency_keys_through_the_journal_spares_a_key_reused_meanwhile()
     );
     assert!(store.idempotency_get(b"s\nlive", 100).unwrap().is_some());
 }
+
+#[test]
+fn a_snapshot_append_waits_for_the_batch_after_the_events_it_covers() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Durability::Sync);
+    let j = Journal::start(store.clone()).unwrap();
+    let hold = j.hold_writes_for_test();
+    let events = j.append(Append::events(vec![ev("sku/snap", 1), ev("sku/snap", 2)]));
+    let snap = j.append(Append {
+        snapshots: vec![SnapshotWrite {
+            stream: Arc::from("sku/snap"),
+            version: 2,
+            schema: 1,
+            state: b"s@2".to_vec(),
+        }],
+        ..Append::default()
+    });
+    let other = j.append(Append::events(vec![ev("order/o", 1)]));
+    let batches = |j: &Journal| j.stats().batches.load(std::sync::atomic::Ordering::Relaxed);
+    let before = batches(&j);
+    drop(hold);
+    events.wait().unwrap();
+    other.wait().unwrap();
+    snap.wait().unwrap();
+    // The events (and the unrelated append) in one batch, the snapshot in the next.
+    assert_eq!(batches(&j) - before, 2);
+    let rec = store.load_snapshot("sku/snap").unwrap().unwrap();
+    assert_eq!((rec.version, rec.state.as_slice()), (2, &b"s@2"[..]));
+}
