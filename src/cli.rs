@@ -99,7 +99,7 @@ fn open_existing(dir: &std::path::Path) -> anyhow::Result<std::sync::Arc<Store>>
 
 fn verify(dir: &std::path::Path, json: bool) -> anyhow::Result<i32> {
     let store = open_existing(dir)?;
-    let report = ordo_actors::verify(&store)?;
+    let report = ordo_engine::verify(&store)?;
     let mut out = std::io::stdout().lock();
     if json {
         let v = serde_json::json!({

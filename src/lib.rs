@@ -30,9 +30,9 @@ pub mod http;
 pub mod telemetry;
 pub mod torture;
 
-pub use ordo_actors::domain::order::{PaymentOutcome, ShipmentStep, Status};
-pub use ordo_actors::domain::{DomainError, LineRequest};
-pub use ordo_actors::{
+pub use ordo_engine::domain::order::{PaymentOutcome, ShipmentStep, Status};
+pub use ordo_engine::domain::{DomainError, LineRequest};
+pub use ordo_engine::{
     load_sku, verify, Durability, Engine, EngineConfig, EngineError, EngineMetrics, EngineResult,
     OrderView, PlaceOrder, RecoveryStats, SkuView, UpsertSku, VerifyReport,
 };
@@ -41,7 +41,7 @@ pub use ordo_storage as storage;
 /// The JSON form of a stored event (feed, `ordo events`): the envelope with the payload
 /// decoded under its SPEC type name, snake_case fields.
 pub fn event_json(r: &ordo_storage::EventRecord) -> serde_json::Value {
-    let payload = match ordo_actors::domain::events::decode(&r.event_type, r.schema, &r.payload) {
+    let payload = match ordo_engine::domain::events::decode(&r.event_type, r.schema, &r.payload) {
         Ok(ev) => ev.payload_json(),
         Err(e) => serde_json::json!({ "undecodable": e.to_string() }),
     };

@@ -667,7 +667,7 @@ async fn openapi_lists_every_route_of_the_router() {
     let s = Server::start(&dir, &[]);
     let doc = s.get("/openapi.json").await.ok(200);
     let paths = doc["paths"].as_object().expect("paths");
-    let routes = ordo::http::handlers::route_list();
+    let routes = ordo::http::routes::route_list();
     assert!(routes.len() >= 14);
     for (method, path) in routes {
         let m = method.as_str().to_ascii_lowercase();

@@ -1,12 +1,13 @@
-//! `ordo-actors`: Ordo's domain core and the actors around it.
+//! `ordo-engine` (folder `actors/`): the actor engine around Ordo's domain.
 //!
-//! * [`domain`]: pure `decide`/`apply` for SKUs and orders, events with versioned
-//!   payloads. No actix, no I/O.
+//! * [`domain`]: the functional core, its own crate (`ordo-domain`), re-exported here:
+//!   pure `decide`/`apply` for SKUs and orders, events with versioned payloads. It knows
+//!   no actix, no tokio, no RocksDB and no OpenAPI — Cargo enforces it.
 //! * [`engine`]: the actors (one per SKU, one per live order), the registry, recovery and
 //!   the embedded API ([`Engine`]).
 #![forbid(unsafe_code)]
 
-pub mod domain;
+pub use ordo_domain as domain;
 pub mod engine;
 
 pub use domain::order::{PaymentOutcome, ShipmentStep, Status};

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use futures::executor::block_on;
 use futures::future::join_all;
-use ordo_actors::domain::order::{PaymentOutcome, ShipmentStep, Status};
-use ordo_actors::domain::{DomainError, LineRequest};
-use ordo_actors::{Durability, Engine, EngineConfig, EngineError, PlaceOrder, UpsertSku};
+use ordo_engine::domain::order::{PaymentOutcome, ShipmentStep, Status};
+use ordo_engine::domain::{DomainError, LineRequest};
+use ordo_engine::{Durability, Engine, EngineConfig, EngineError, PlaceOrder, UpsertSku};
 use ordo_storage::{Store, StoreOptions};
 
 fn config(dir: &std::path::Path, durability: Durability) -> EngineConfig {
@@ -45,7 +45,7 @@ fn order(customer: &str, lines: &[(&str, u32)]) -> PlaceOrder {
     }
 }
 
-fn verify_dir(dir: &std::path::Path) -> ordo_actors::VerifyReport {
+fn verify_dir(dir: &std::path::Path) -> ordo_engine::VerifyReport {
     let store = Store::open(
         dir,
         StoreOptions {
@@ -53,7 +53,7 @@ fn verify_dir(dir: &std::path::Path) -> ordo_actors::VerifyReport {
         },
     )
     .unwrap();
-    ordo_actors::verify(&store).unwrap()
+    ordo_engine::verify(&store).unwrap()
 }
 
 /// Waits (bounded) until `f` holds; no timing is asserted, only the eventual state.
@@ -384,7 +384,7 @@ fn an_order_lives_through_payment_shipment_and_cancellation() {
         );
         assert!(matches!(
             engine.get_order("01ARZ3NDEKTSV4RRFFQ69G5FAV").await,
-            Err(EngineError::NotFound(_))
+            Err(EngineError::OrderNotFound { .. })
         ));
         engine.shutdown().await.unwrap();
     });
@@ -748,7 +748,7 @@ fn acknowledged_orders_survive_sigkill_and_deadlines_still_fire() {
 
 #[test]
 fn an_old_schema_payload_from_the_fixture_decodes_through_the_upcaster() {
-    use ordo_actors::domain::events::{decode, Event, SkuEvent};
+    use ordo_engine::domain::events::{decode, Event, SkuEvent};
     // Written by the schema-1 encoder of SkuRegistered (before per_customer_limit).
     let hex = include_str!("fixtures/sku_registered_v1.hex").trim();
     let bytes: Vec<u8> = (0..hex.len())
@@ -771,7 +771,7 @@ fn an_old_schema_payload_from_the_fixture_decodes_through_the_upcaster() {
         other => panic!("unexpected {other:?}"),
     }
     // The fixture is exactly what the kept schema-1 encoder writes.
-    let v1 = ordo_actors::domain::events::SkuRegisteredV1 {
+    let v1 = ordo_engine::domain::events::SkuRegisteredV1 {
         sku: "LEGACY-1".into(),
         name: "Old item".into(),
         price_minor: 1234,
@@ -787,353 +787,6 @@ fn an_old_schema_payload_from_the_fixture_decodes_through_the_upcaster() {
 }
 
 // ---- property test: the pure core against a plain reference model ----
-
-mod model {
-    use std::collections::HashMap;
-
-    use ordo_actors::domain::order::{
-        self, Order, OrderCommand, PaymentOutcome, ShipmentStep, Status,
-    };
-    use ordo_actors::domain::sku::{self, Sku, SkuCommand};
-    use proptest::prelude::*;
-
-    const LIMIT: u64 = 6;
-
-    #[derive(Debug, Clone)]
-    pub enum Cmd {
-        Adjust(i64),
-        Place(u8, u32),
-        Pay(usize, bool),
-        Cancel(usize),
-        Expire(usize),
-        Ship(usize),
-    }
-
-    pub fn cmd() -> impl Strategy<Value = Cmd> {
-        prop_oneof![
-            (-20i64..20).prop_map(Cmd::Adjust),
-            (0u8..4, 1u32..5).prop_map(|(c, q)| Cmd::Place(c, q)),
-            (0usize..40, any::<bool>()).prop_map(|(i, ok)| Cmd::Pay(i, ok)),
-            (0usize..40).prop_map(Cmd::Cancel),
-            (0usize..40).prop_map(Cmd::Expire),
-            (0usize..40).prop_map(Cmd::Ship),
-        ]
-    }
-
-    /// The reference: counters and statuses, a few lines per rule.
-    #[derive(Default)]
-    pub struct Model {
-        pub available: i64,
-        pub reserved: i64,
-        pub sold: i64,
-        pub held: HashMap<u8, u64>,
-        pub orders: Vec<(u8, u32, Status)>,
-    }
-
-    impl Model {
-        pub fn step(&mut self, c: &Cmd) -> bool {
-            match *c {
-                Cmd::Adjust(d) => {
-                    if d == 0 || self.available + d < 0 {
-                        return false;
-                    }
-                    self.available += d;
-                    true
-                }
-                Cmd::Place(cu, q) => {
-                    let ok = i64::from(q) <= self.available
-                        && self.held.get(&cu).copied().unwrap_or(0) + u64::from(q) <= LIMIT;
-                    if ok {
-                        self.available -= i64::from(q);
-                        self.reserved += i64::from(q);
-                        *self.held.entry(cu).or_default() += u64::from(q);
-                    }
-                    self.orders
-                        .push((cu, q, if ok { Status::Pending } else { Status::Failed }));
-                    ok
-                }
-                Cmd::Pay(i, ok) => match self.orders.get(i).copied() {
-                    Some((cu, q, Status::Pending)) => {
-                        let q64 = i64::from(q);
-                        if ok {
-                            self.reserved -= q64;
-                            self.sold += q64;
-                            self.orders[i].2 = Status::Confirmed;
-                        } else {
-                            self.release(cu, q);
-                            self.orders[i].2 = Status::Cancelled;
-                        }
-                        true
-                    }
-                    _ => false,
-                },
-                Cmd::Cancel(i) => match self.orders.get(i).copied() {
-                    Some((cu, q, Status::Pending)) => {
-                        self.release(cu, q);
-                        self.orders[i].2 = Status::Cancelled;
-                        true
-                    }
-                    Some((cu, q, Status::Confirmed)) => {
-                        self.sold -= i64::from(q);
-                        self.available += i64::from(q);
-                        *self.held.entry(cu).or_default() -= u64::from(q);
-                        self.orders[i].2 = Status::Cancelled;
-                        true
-                    }
-                    _ => false,
-                },
-                Cmd::Expire(i) => {
-                    if let Some((cu, q, Status::Pending)) = self.orders.get(i).copied() {
-                        self.release(cu, q);
-                        self.orders[i].2 = Status::Cancelled;
-                    }
-                    true
-                }
-                Cmd::Ship(i) => match self.orders.get(i).copied() {
-                    Some((_, _, Status::Confirmed)) => {
-                        self.orders[i].2 = Status::ShipmentPrepared;
-                        true
-                    }
-                    _ => false,
-                },
-            }
-        }
-
-        fn release(&mut self, cu: u8, q: u32) {
-            self.available += i64::from(q);
-            self.reserved -= i64::from(q);
-            *self.held.entry(cu).or_default() -= u64::from(q);
-        }
-    }
-
-    /// The real core, composed the way the actors compose it.
-    pub struct Real {
-        pub sku: Sku,
-        pub orders: Vec<Order>,
-    }
-
-    fn sku_do(s: &mut Sku, c: SkuCommand) -> bool {
-        match sku::decide(s, &c) {
-            Ok(evs) => {
-                for e in &evs {
-                    sku::apply(s, e);
-                }
-                true
-            }
-            Err(_) => false,
-        }
-    }
-
-    fn order_do(o: &mut Order, c: OrderCommand) -> Option<usize> {
-        order::decide(o, &c).ok().map(|evs| {
-            for e in &evs {
-                order::apply(o, e, 0);
-            }
-            evs.len()
-        })
-    }
-
-    impl Real {
-        pub fn new() -> Self {
-            let mut sku = Sku::default();
-            assert!(sku_do(
-                &mut sku,
-                SkuCommand::Upsert {
-                    sku: "S".into(),
-                    name: "s".into(),
-                    price_minor: 10,
-                    currency: "EUR".into(),
-                    per_customer_limit: Some(LIMIT as u32),
-                    initial_stock: 0,
-                }
-            ));
-            Real {
-                sku,
-                orders: Vec::new(),
-            }
-        }
-
-        pub fn step(&mut self, c: &Cmd) -> bool {
-            match *c {
-                Cmd::Adjust(d) => sku_do(
-                    &mut self.sku,
-                    SkuCommand::AdjustStock {
-                        delta: d,
-                        reason: "r".into(),
-                    },
-                ),
-                Cmd::Place(cu, q) => {
-                    let id = format!("o{}", self.orders.len());
-                    let customer = format!("c{cu}");
-                    let failure = match sku::decide(
-                        &self.sku,
-                        &SkuCommand::Reserve {
-                            order_id: id.clone(),
-                            customer_id: customer.clone(),
-                            qty: q,
-                        },
-                    ) {
-                        Ok(evs) => {
-                            evs.iter().for_each(|e| sku::apply(&mut self.sku, e));
-                            None
-                        }
-                        Err(e) => Some(("failed".to_string(), "S".to_string(), e.to_string())),
-                    };
-                    let ok = failure.is_none();
-                    let mut o = Order::default();
-                    order_do(
-                        &mut o,
-                        OrderCommand::Place {
-                            order_id: id,
-                            customer_id: customer,
-                            lines: vec![order::OrderLine {
-                                sku: "S".into(),
-                                qty: q,
-                                unit_price_minor: 10,
-                            }],
-                            currency: "EUR".into(),
-                            now_ms: 0,
-                            ttl_ms: 1_000,
-                            failure,
-                        },
-                    )
-                    .expect("place");
-                    self.orders.push(o);
-                    ok
-                }
-                Cmd::Pay(i, ok) => {
-                    let Some(o) = self.orders.get_mut(i) else {
-                        return false;
-                    };
-                    let outcome = if ok {
-                        PaymentOutcome::Succeeded
-                    } else {
-                        PaymentOutcome::Failed
-                    };
-                    let total = o.total_minor;
-                    if order_do(
-                        o,
-                        OrderCommand::Pay {
-                            payment_ref: format!("p{i}-{}", o.version),
-                            outcome,
-                            amount_minor: total,
-                            now_ms: 1,
-                        },
-                    )
-                    .is_none()
-                    {
-                        return false;
-                    }
-                    if ok {
-                        sku_do(
-                            &mut self.sku,
-                            SkuCommand::Reduce {
-                                order_id: o.id.clone(),
-                            },
-                        );
-                        order_do(o, OrderCommand::Confirm).expect("confirm");
-                    } else {
-                        sku_do(
-                            &mut self.sku,
-                            SkuCommand::Release {
-                                order_id: o.id.clone(),
-                                reason: "payment_failed".into(),
-                            },
-                        );
-                    }
-                    true
-                }
-                Cmd::Cancel(i) => {
-                    let Some(o) = self.orders.get_mut(i) else {
-                        return false;
-                    };
-                    let from = o.status;
-                    if order_do(
-                        o,
-                        OrderCommand::Cancel {
-                            reason: "customer".into(),
-                        },
-                    )
-                    .is_none()
-                    {
-                        return false;
-                    }
-                    if from == Some(Status::Confirmed) {
-                        let q = o.lines[0].qty;
-                        assert!(sku_do(
-                            &mut self.sku,
-                            SkuCommand::Restore {
-                                order_id: o.id.clone(),
-                                customer_id: o.customer_id.clone(),
-                                qty: q
-                            }
-                        ));
-                        let pr = o.payment_ref.clone().unwrap_or_default();
-                        order_do(
-                            o,
-                            OrderCommand::RequestRefund {
-                                payment_ref: pr,
-                                amount_minor: o.total_minor,
-                                reason: "cancelled".into(),
-                            },
-                        )
-                        .expect("refund");
-                        assert!(!o.needs_restore());
-                    } else {
-                        sku_do(
-                            &mut self.sku,
-                            SkuCommand::Release {
-                                order_id: o.id.clone(),
-                                reason: "cancelled".into(),
-                            },
-                        );
-                    }
-                    true
-                }
-                Cmd::Expire(i) => {
-                    let Some(o) = self.orders.get_mut(i) else {
-                        return true;
-                    };
-                    if order_do(o, OrderCommand::Expire { now_ms: 5_000 }) == Some(1) {
-                        sku_do(
-                            &mut self.sku,
-                            SkuCommand::Release {
-                                order_id: o.id.clone(),
-                                reason: "expired".into(),
-                            },
-                        );
-                    }
-                    true
-                }
-                Cmd::Ship(i) => {
-                    let Some(o) = self.orders.get_mut(i) else {
-                        return false;
-                    };
-                    order_do(o, OrderCommand::Ship(ShipmentStep::Prepared)).is_some()
-                }
-            }
-        }
-    }
-}
-
-proptest::proptest! {
-    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
-    #[test]
-    fn the_pure_core_agrees_with_the_reference_model(cmds in proptest::collection::vec(model::cmd(), 1..80)) {
-        let mut m = model::Model::default();
-        let mut r = model::Real::new();
-        for c in &cmds {
-            let want = m.step(c);
-            let got = r.step(c);
-            proptest::prop_assert_eq!(got, want, "outcome of {:?}", c);
-            proptest::prop_assert!(r.sku.invariant_holds(), "invariant after {:?}", c);
-            proptest::prop_assert_eq!((r.sku.available, r.sku.reserved, r.sku.sold), (m.available, m.reserved, m.sold), "counters after {:?}", c);
-            let statuses: Vec<_> = r.orders.iter().map(|o| o.status()).collect();
-            let want_statuses: Vec<_> = m.orders.iter().map(|o| o.2).collect();
-            proptest::prop_assert_eq!(statuses, want_statuses, "statuses after {:?}", c);
-        }
-    }
-}
 
 #[test]
 fn pending_orders_without_actors_survive_a_checkpointed_restart_and_still_expire() {
@@ -1478,12 +1131,12 @@ fn a_full_sku_queue_refuses_new_orders_for_that_sku_only() {
     block_on(engine.shutdown()).unwrap();
 }
 
-fn idem(key: &str) -> ordo_actors::Idempotency {
-    ordo_actors::Idempotency {
+fn idem(key: &str) -> ordo_engine::Idempotency {
+    ordo_engine::Idempotency {
         key: key.into(),
         fingerprint: b"fp".to_vec(),
         ttl: Duration::from_secs(3600),
-        render: ordo_actors::render(|o: ordo_actors::Outcome<'_>| {
+        render: ordo_engine::render(|o: ordo_engine::Outcome<'_>| {
             Some(format!("{o:?}").into_bytes())
         }),
     }
@@ -1523,13 +1176,13 @@ fn a_keyed_command_stores_its_answer_with_its_events_and_verify_sees_a_key_appli
     );
     // An unknown order is refused before any actor: stored all the same.
     let e = block_on(engine.cancel_with(
-        &ordo_actors::Engine::new_order_id(),
+        &ordo_engine::Engine::new_order_id(),
         "x",
         None,
         Some(idem("s\ncancel-1")),
     ))
     .unwrap_err();
-    assert!(matches!(e, EngineError::NotFound(_)));
+    assert!(matches!(e, EngineError::OrderNotFound { .. }));
     assert!(engine.idempotency_record("s\ncancel-1").unwrap().is_some());
     block_on(engine.shutdown()).unwrap();
     drop(engine);
@@ -1555,7 +1208,7 @@ fn a_keyed_command_stores_its_answer_with_its_events_and_verify_sees_a_key_appli
 /// was then cancelled with no refund recorded (written behind the engine's back).
 #[test]
 fn verify_reports_a_succeeded_payment_neither_kept_nor_refunded() {
-    use ordo_actors::domain::events as ev;
+    use ordo_engine::domain::events as ev;
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(config(dir.path(), Durability::Sync)).unwrap();
     block_on(engine.upsert_sku(sku("M", 2, 100), None)).unwrap();
@@ -1600,7 +1253,7 @@ fn verify_reports_a_succeeded_payment_neither_kept_nor_refunded() {
         .wait()
         .unwrap();
     journal.close();
-    let report = ordo_actors::verify(&store).unwrap();
+    let report = ordo_engine::verify(&store).unwrap();
     assert!(
         report.violations.iter().any(|v| v.contains("payment kept")
             && v.contains("neither paid a confirmed order nor was refunded")),
@@ -1620,8 +1273,8 @@ fn racing_payments_cancels_and_shipments_end_as_if_applied_one_at_a_time() {
     let engine = Engine::open(cfg).unwrap();
     block_on(engine.upsert_sku(sku("RACE", 1_000, 100), None)).unwrap();
     let race =
-        |a: Box<dyn FnOnce() -> Result<ordo_actors::OrderView, EngineError> + Send>,
-         b: Box<dyn FnOnce() -> Result<ordo_actors::OrderView, EngineError> + Send>| {
+        |a: Box<dyn FnOnce() -> Result<ordo_engine::OrderView, EngineError> + Send>,
+         b: Box<dyn FnOnce() -> Result<ordo_engine::OrderView, EngineError> + Send>| {
             let ta = std::thread::spawn(a);
             let tb = std::thread::spawn(b);
             (ta.join().unwrap(), tb.join().unwrap())
@@ -1781,10 +1434,10 @@ fn a_late_refund_under_the_paying_ref_does_not_swallow_the_cancellation_refund()
         .into_iter()
         .filter(|e| e.event_type == "RefundRequested")
         .map(|e| {
-            let ev = ordo_actors::domain::events::decode_order(&e.event_type, e.schema, &e.payload)
+            let ev = ordo_engine::domain::events::decode_order(&e.event_type, e.schema, &e.payload)
                 .unwrap();
             match ev {
-                ordo_actors::domain::OrderEvent::RefundRequested(r) => {
+                ordo_engine::domain::OrderEvent::RefundRequested(r) => {
                     (format!("{}:{}", r.payment_ref, r.amount_minor), r.reason)
                 }
                 other => panic!("{other:?}"),

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use hdrhistogram::Histogram;
-use ordo_actors::{Engine, EngineConfig, ShipmentStep};
+use ordo_engine::{Engine, EngineConfig, ShipmentStep};
 use parking_lot::Mutex;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};

@@ -11,8 +11,8 @@ use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::SendRequest;
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
-use ordo_actors::domain::LineRequest;
-use ordo_actors::{Engine, EngineError, PaymentOutcome, PlaceOrder, ShipmentStep, UpsertSku};
+use ordo_engine::domain::LineRequest;
+use ordo_engine::{Engine, EngineError, PaymentOutcome, PlaceOrder, ShipmentStep, UpsertSku};
 use serde_json::Value;
 
 use crate::http::error::ApiError;
@@ -154,12 +154,12 @@ impl Conn {
 
     /// What the embedded engine keeps under a key: the outcome's debug form is enough
     /// for a load test (the HTTP edge stores the HTTP answer).
-    fn idem(&self) -> Option<ordo_actors::Idempotency> {
-        self.key().map(|key| ordo_actors::Idempotency {
+    fn idem(&self) -> Option<ordo_engine::Idempotency> {
+        self.key().map(|key| ordo_engine::Idempotency {
             key: format!("bench\n{key}"),
             fingerprint: Vec::new(),
             ttl: std::time::Duration::from_secs(24 * 3600),
-            render: ordo_actors::render(|o| Some(format!("{o:?}").into_bytes())),
+            render: ordo_engine::render(|o| Some(format!("{o:?}").into_bytes())),
         })
     }
 

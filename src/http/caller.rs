@@ -87,6 +87,12 @@ pub struct Caller {
 
 impl Caller {
     /// Allows `admin` and the roles listed.
+    /// Admin only.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        self.require(&[])
+    }
+
+    /// Admin, or one of `roles`.
     pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
         match self.role {
             None | Some(Role::Admin) => Ok(()),

@@ -4,8 +4,10 @@
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
-use ordo_actors::domain::DomainError;
-use ordo_actors::{EngineError, OrderView};
+use ordo_engine::domain::DomainError;
+use ordo_engine::EngineError;
+
+use super::dto::OrderView;
 use serde::Serialize;
 
 /// The stable problem codes clients match on.
@@ -185,7 +187,7 @@ impl From<&EngineError> for ApiError {
         match e {
             EngineError::Domain(d) => d.clone().into(),
             EngineError::OrderFailed { order, reason } => ApiError {
-                order: Some(order.clone()),
+                order: Some(Box::new(OrderView::from(&**order))),
                 ..reason.clone().into()
             },
             EngineError::NotPayable { order } => ApiError {
@@ -193,17 +195,17 @@ impl From<&EngineError> for ApiError {
                     "order {} is {} and can no longer be paid; a refund was requested",
                     order.id, order.status
                 ),
-                order: Some(order.clone()),
+                order: Some(Box::new(OrderView::from(&**order))),
                 ..ApiError::new(ProblemType::OrderNotPayable, "")
             },
-            EngineError::NotFound(what) => match what.strip_prefix("sku ") {
-                Some(sku) => ApiError {
-                    sku: Some(sku.to_owned()),
-                    ..ApiError::new(ProblemType::UnknownSku, format!("unknown sku `{sku}`"))
-                        .with_status(StatusCode::NOT_FOUND)
-                },
-                None => ApiError::not_found(format!("{what} not found")),
+            EngineError::SkuNotFound { sku } => ApiError {
+                sku: Some(sku.clone()),
+                ..ApiError::new(ProblemType::UnknownSku, format!("unknown sku `{sku}`"))
+                    .with_status(StatusCode::NOT_FOUND)
             },
+            EngineError::OrderNotFound { id } => {
+                ApiError::not_found(format!("order {id} not found"))
+            }
             EngineError::Overloaded { sku } => ApiError {
                 sku: Some(sku.clone()),
                 ..ApiError::new(

@@ -48,7 +48,7 @@ pub async fn live_events(
     req: HttpRequest,
     q: web::Query<LiveQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[])?;
+    caller.require_admin()?;
     let engine = state.engine()?;
     let start = match req.headers().get("Last-Event-ID") {
         Some(v) => v
@@ -103,7 +103,7 @@ pub async fn live_events(
 /// (then `cut` holds the last seq it was given).
 async fn follow(
     state: &AppState,
-    engine: &ordo_actors::Engine,
+    engine: &ordo_engine::Engine,
     tx: tokio::sync::mpsc::Sender<Bytes>,
     start: u64,
     heartbeat: std::time::Duration,
@@ -186,8 +186,8 @@ pub async fn create_subscription(
     req: HttpRequest,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[])?;
-    let body: CreateSubscription = super::handlers::json_body(&state, &req, payload).await?;
+    caller.require_admin()?;
+    let body: CreateSubscription = super::input::json_body(&state, &req, payload).await?;
     let view = hooks(&state)?.create(body)?;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/v1/subscriptions/{}", view.id)))
@@ -202,7 +202,7 @@ pub async fn list_subscriptions(
     state: web::Data<AppState>,
     caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[])?;
+    caller.require_admin()?;
     Ok(HttpResponse::Ok().json(hooks(&state)?.list()))
 }
 
@@ -219,7 +219,7 @@ pub async fn get_subscription(
     caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[])?;
+    caller.require_admin()?;
     Ok(HttpResponse::Ok().json(hooks(&state)?.get(&path)?))
 }
 
@@ -236,7 +236,7 @@ pub async fn delete_subscription(
     caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[])?;
+    caller.require_admin()?;
     hooks(&state)?.delete(&path)?;
     Ok(HttpResponse::build(StatusCode::NO_CONTENT).finish())
 }
@@ -254,7 +254,7 @@ pub async fn dead_letters(
     caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[])?;
+    caller.require_admin()?;
     Ok(HttpResponse::Ok().json(hooks(&state)?.dead_letters(&path)?))
 }
 
@@ -277,7 +277,7 @@ pub async fn redrive(
     caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[])?;
+    caller.require_admin()?;
     let queued = hooks(&state)?.redrive(&path)?;
     Ok(HttpResponse::Ok().json(Redriven { queued }))
 }

@@ -1,435 +1,18 @@
-//! The v1 endpoints (SPEC §4), their request bodies, and the one route table the router
-//! and the OpenAPI document are both built from.
+//! The v1 endpoints (SPEC §4): one handler per route, with its OpenAPI annotation.
 
-use std::sync::Arc;
+use actix_web::{web, HttpRequest, HttpResponse};
+use ordo_engine::domain::LineRequest;
+use ordo_engine::{Engine, EngineError, PlaceOrder, UpsertSku};
 
-use actix_web::http::{Method, StatusCode};
-use actix_web::{web, FromRequest, Handler, HttpRequest, HttpResponse, Responder};
-use futures::StreamExt;
-use ordo_actors::domain::LineRequest;
-use ordo_actors::{
-    Engine, EngineError, Idempotency, OrderView, Outcome, PaymentOutcome, PlaceOrder, ShipmentStep,
-    SkuView, UpsertSku,
-};
-use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
-use utoipa::{IntoParams, ToSchema};
-
-use super::answer::Answer;
 use super::caller::Caller;
+use super::dto::{OrderView, SkuView};
 use super::error::{ApiError, Problem, ProblemType};
-use super::idempotency::{self, placed_answer};
 use super::AppState;
 use crate::config::Role;
 
-// ---------------------------------------------------------------------------------------
-// Request and response bodies. Unknown fields are refused; types are checked by serde.
-
-/// Create a SKU (with its initial `stock`) or update its catalogue data.
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PutSkuBody {
-    pub name: String,
-    /// Minor units (cents).
-    pub price_minor: i64,
-    /// ISO 4217, e.g. `EUR`.
-    pub currency: String,
-    #[serde(default)]
-    pub per_customer_limit: Option<u32>,
-    /// Initial stock; counts only when the SKU is created.
-    #[serde(default)]
-    pub stock: Option<i64>,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StockAdjustmentBody {
-    /// Units to add (positive) or remove (negative).
-    pub delta: i64,
-    pub reason: String,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LineBody {
-    pub sku: String,
-    /// 1–10,000.
-    pub qty: u32,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateOrderBody {
-    pub customer_id: String,
-    /// 1–100 lines, no SKU twice.
-    pub lines: Vec<LineBody>,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct PaymentBody {
-    /// The payment provider's reference; a payment is idempotent by it.
-    pub payment_ref: String,
-    pub outcome: PaymentOutcome,
-    /// Must equal the order's `total_minor`.
-    pub amount_minor: i64,
-}
-
-#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CancelBody {
-    /// Defaults to `customer`.
-    #[serde(default)]
-    pub reason: Option<String>,
-}
-
-#[derive(Debug, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ShipmentBody {
-    pub step: ShipmentStep,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SkuPage {
-    pub skus: Vec<SkuView>,
-    /// Pass as `after` for the next page; absent on the last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next: Option<String>,
-}
-
-/// One stored event in its JSON form (SPEC §1).
-#[derive(Debug, Serialize, ToSchema)]
-pub struct EventJson {
-    pub seq: u64,
-    pub stream: String,
-    pub version: u64,
-    #[serde(rename = "type")]
-    pub event_type: String,
-    pub schema: u16,
-    /// Unix milliseconds.
-    pub at: u64,
-    pub trace_id: Option<String>,
-    #[schema(value_type = Object)]
-    pub payload: serde_json::Value,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct EventPage {
-    #[schema(value_type = Vec<EventJson>)]
-    pub events: Vec<serde_json::Value>,
-    /// Pass as `after` for the next page.
-    pub next: u64,
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct SkuPageQuery {
-    /// Only SKUs after this code.
-    pub after: Option<String>,
-    /// 1–1000, default 100.
-    pub limit: Option<usize>,
-}
-
-#[derive(Debug, Deserialize, IntoParams)]
-#[serde(deny_unknown_fields)]
-#[into_params(parameter_in = Query)]
-pub struct EventPageQuery {
-    /// Only events with a greater seq (default 0).
-    pub after: Option<u64>,
-    /// 1–1000, default 100.
-    pub limit: Option<usize>,
-    /// Only this stream, `sku/{sku}` or `order/{id}`.
-    pub stream: Option<String>,
-    /// Only these event types (comma-separated SPEC names).
-    #[serde(rename = "type")]
-    #[param(rename = "type")]
-    pub event_type: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Health {
-    pub status: &'static str,
-}
-
-// ---------------------------------------------------------------------------------------
-// Body handling.
-
-/// Reads the body up to the configured limit (413 beyond it).
-async fn read_body(
-    req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<web::BytesMut, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            ProblemType::PayloadTooLarge,
-            format!("the body is larger than {limit} bytes"),
-        )
-    };
-    if let Some(len) = req
-        .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-    {
-        if len > limit as u64 {
-            return Err(too_large());
-        }
-    }
-    if let Some(ct) = req.headers().get(actix_web::http::header::CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
-        let essence = ct.split(';').next().unwrap_or("").trim();
-        if !(essence == "application/json" || essence.ends_with("+json")) {
-            return Err(ApiError::invalid(format!(
-                "the body must be application/json, not {essence:?}"
-            ))
-            .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
-        }
-    }
-    let mut buf = web::BytesMut::new();
-    while let Some(chunk) = payload.next().await {
-        let chunk =
-            chunk.map_err(|e| ApiError::bad_request(format!("cannot read the body: {e}")))?;
-        if buf.len() + chunk.len() > limit {
-            return Err(too_large());
-        }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf)
-}
-
-/// Strict JSON: not JSON at all is 400; JSON of the wrong shape or types is 422.
-fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request("a JSON body is required"));
-    }
-    serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::invalid(e.to_string()),
-        _ => ApiError::bad_request(format!("malformed JSON: {e}")),
-    })
-}
-
-pub(crate) async fn json_body<T: DeserializeOwned>(
-    state: &AppState,
-    req: &HttpRequest,
-    payload: web::Payload,
-) -> Result<T, ApiError> {
-    let body = read_body(req, payload, state.settings.max_body_bytes).await?;
-    parse_json(&body)
-}
-
-/// Order ids are ULIDs; anything else cannot name an order.
-fn check_order_id(id: &str) -> Result<(), ApiError> {
-    if id.len() == 26 && ulid::Ulid::from_string(id).is_ok() {
-        Ok(())
-    } else {
-        Err(ApiError::not_found(format!("order {id} not found")))
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Mutations: run on a spawned task (a client hanging up cannot cut them in half), once
-// per Idempotency-Key when one is given.
-
-/// A change requested over HTTP, with everything it needs.
-#[derive(Debug)]
-pub enum Op {
-    Upsert(UpsertSku),
-    Adjust {
-        sku: String,
-        delta: i64,
-        reason: String,
-    },
-    Place(PlaceOrder),
-    Pay {
-        order_id: String,
-        payment_ref: String,
-        outcome: PaymentOutcome,
-        amount_minor: i64,
-    },
-    Cancel {
-        order_id: String,
-        reason: String,
-    },
-    Ship {
-        order_id: String,
-        step: ShipmentStep,
-    },
-}
-
-impl Op {
-    /// How this operation's outcome becomes an answer.
-    pub fn kind(&self) -> AnswerKind {
-        match self {
-            Op::Upsert(_) => AnswerKind::Upsert,
-            Op::Adjust { .. } => AnswerKind::Sku,
-            Op::Place(_) => AnswerKind::Place,
-            Op::Pay { .. } | Op::Cancel { .. } | Op::Ship { .. } => AnswerKind::Order,
-        }
-    }
-}
-
-/// The shape of an operation's answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AnswerKind {
-    /// 201 with `Location` when created, else 200.
-    Upsert,
-    /// 200 with the SKU.
-    Sku,
-    /// 201 with the PENDING order, or 409 with the FAILED one.
-    Place,
-    /// 200 with the order.
-    Order,
-}
-
-/// The answer an operation's outcome gets. One function, so the answer stored under an
-/// Idempotency-Key and the one sent are the same bytes.
-pub fn answer_of(kind: AnswerKind, outcome: Outcome<'_>) -> Answer {
-    match (kind, outcome) {
-        (_, Outcome::Sku { result: Err(e), .. }) | (_, Outcome::Order(Err(e))) => match (kind, e) {
-            (AnswerKind::Place, EngineError::OrderFailed { order, .. }) => {
-                placed_answer((**order).clone())
-            }
-            _ => Answer::error(&ApiError::from(e)),
-        },
-        (
-            AnswerKind::Upsert,
-            Outcome::Sku {
-                result: Ok(view),
-                created: true,
-            },
-        ) => {
-            let loc = format!("/v1/skus/{}", view.sku);
-            Answer::json(StatusCode::CREATED, view).with_location(loc)
-        }
-        (
-            _,
-            Outcome::Sku {
-                result: Ok(view), ..
-            },
-        ) => Answer::json(StatusCode::OK, view),
-        (AnswerKind::Place, Outcome::Order(Ok(view))) => placed_answer(view.clone()),
-        (_, Outcome::Order(Ok(view))) => Answer::json(StatusCode::OK, view),
-        // Only stored (as "applied"), never sent: see `idempotency`.
-        (_, Outcome::Applied { order_id }) => Answer::error(&ApiError::new(
-            ProblemType::Internal,
-            format!("order {order_id}: the command is applied, its answer is not ready"),
-        )),
-    }
-}
-
-/// Runs one change against the engine; with `idem`, its answer is kept under the key in
-/// the same append as its events.
-pub async fn execute(
-    engine: &Engine,
-    op: Op,
-    idem: Option<Idempotency>,
-    trace: Arc<str>,
-) -> Answer {
-    let t = Some(trace);
-    let kind = op.kind();
-    match op {
-        Op::Upsert(req) => match engine.upsert_sku_with(req, t, idem).await {
-            Ok((view, created)) => answer_of(
-                kind,
-                Outcome::Sku {
-                    result: Ok(&view),
-                    created,
-                },
-            ),
-            Err(e) => answer_of(
-                kind,
-                Outcome::Sku {
-                    result: Err(&e),
-                    created: false,
-                },
-            ),
-        },
-        Op::Adjust { sku, delta, reason } => {
-            let r = engine
-                .adjust_stock_with(&sku, delta, &reason, t, idem)
-                .await;
-            answer_of(
-                kind,
-                Outcome::Sku {
-                    result: r.as_ref(),
-                    created: false,
-                },
-            )
-        }
-        Op::Place(req) => {
-            let r = engine.place_order_with(req, t, idem).await;
-            answer_of(kind, Outcome::Order(r.as_ref()))
-        }
-        Op::Pay {
-            order_id,
-            payment_ref,
-            outcome,
-            amount_minor,
-        } => {
-            let r = engine
-                .pay_with(&order_id, &payment_ref, outcome, amount_minor, t, idem)
-                .await;
-            answer_of(kind, Outcome::Order(r.as_ref()))
-        }
-        Op::Cancel { order_id, reason } => {
-            let r = engine.cancel_with(&order_id, &reason, t, idem).await;
-            answer_of(kind, Outcome::Order(r.as_ref()))
-        }
-        Op::Ship { order_id, step } => {
-            let r = engine.ship_with(&order_id, step, t, idem).await;
-            answer_of(kind, Outcome::Order(r.as_ref()))
-        }
-    }
-}
-
-/// Runs `op` (idempotently when the request carries an Idempotency-Key) and answers.
-async fn mutate<B: Serialize>(
-    state: web::Data<AppState>,
-    req: &HttpRequest,
-    caller: Caller,
-    body: &B,
-    op: Op,
-) -> Result<HttpResponse, ApiError> {
-    let engine = state.engine()?;
-    let key = match req.headers().get("Idempotency-Key") {
-        None => None,
-        Some(v) => {
-            let k = v
-                .to_str()
-                .map_err(|_| ApiError::invalid("Idempotency-Key must be visible ASCII"))?;
-            idempotency::validate_key(k)?;
-            Some(k.to_owned())
-        }
-    };
-    let trace = caller.trace.clone();
-    let (answer, replayed) = match key {
-        None => {
-            let task =
-                actix_web::rt::spawn(
-                    async move { (execute(&engine, op, None, trace).await, false) },
-                );
-            task.await
-        }
-        Some(key) => {
-            let canonical = serde_json::to_vec(body).unwrap_or_default();
-            let fp = idempotency::fingerprint(req.method().as_str(), req.path(), &canonical);
-            let task = actix_web::rt::spawn(idempotency::run(
-                state.into_inner(),
-                engine,
-                caller.scope.clone(),
-                key,
-                fp,
-                op,
-                trace,
-            ));
-            task.await
-        }
-    }
-    .map_err(|e| ApiError::new(ProblemType::Internal, format!("request task failed: {e}")))?;
-    Ok(answer.into_response(replayed))
-}
+use super::bodies::*;
+use super::commands::{mutate, Op};
+use super::input::*;
 
 // ---------------------------------------------------------------------------------------
 // Handlers.
@@ -454,7 +37,7 @@ pub async fn put_sku(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[])?;
+    caller.require_admin()?;
     let sku = path.into_inner();
     let body: PutSkuBody = json_body(&state, &req, payload).await?;
     let op = Op::Upsert(UpsertSku {
@@ -483,7 +66,7 @@ pub async fn get_sku(
 ) -> Result<HttpResponse, ApiError> {
     caller.require(&[Role::Client, Role::Payment])?;
     let view = state.engine()?.get_sku(&path).await?;
-    Ok(HttpResponse::Ok().json(view))
+    Ok(HttpResponse::Ok().json(SkuView::from(&view)))
 }
 
 /// SKUs in code order.
@@ -509,6 +92,7 @@ pub async fn list_skus(
     } else {
         (skus, None)
     };
+    let skus = skus.iter().map(SkuView::from).collect();
     Ok(HttpResponse::Ok().json(SkuPage { skus, next }))
 }
 
@@ -538,7 +122,7 @@ pub async fn adjust_stock(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[])?;
+    caller.require_admin()?;
     let body: StockAdjustmentBody = json_body(&state, &req, payload).await?;
     if body.reason.is_empty() || body.reason.len() > 256 {
         return Err(ApiError::invalid("reason must be 1-256 characters"));
@@ -585,7 +169,7 @@ pub async fn create_order(
             .collect(),
     };
     // Shape errors are answered here, before anything is stored under a key.
-    ordo_actors::domain::validate_lines(&place.customer_id, &place.lines)?;
+    ordo_engine::domain::validate_lines(&place.customer_id, &place.lines)?;
     mutate(state, &req, caller, &body, Op::Place(place)).await
 }
 
@@ -605,7 +189,7 @@ pub async fn get_order(
     caller.require(&[Role::Client, Role::Payment])?;
     check_order_id(&path)?;
     let view = state.engine()?.get_order(&path).await?;
-    Ok(HttpResponse::Ok().json(view))
+    Ok(HttpResponse::Ok().json(OrderView::from(&view)))
 }
 
 /// Record a payment. Success confirms the order (stock reserved → sold).
@@ -640,7 +224,7 @@ pub async fn pay(
     let op = Op::Pay {
         order_id: path.into_inner(),
         payment_ref: body.payment_ref.clone(),
-        outcome: body.outcome,
+        outcome: body.outcome.into(),
         amount_minor: body.amount_minor,
     };
     mutate(state, &req, caller, &body, op).await
@@ -701,12 +285,12 @@ pub async fn ship(
     path: web::Path<String>,
     payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[])?;
+    caller.require_admin()?;
     check_order_id(&path)?;
     let body: ShipmentBody = json_body(&state, &req, payload).await?;
     let op = Op::Ship {
         order_id: path.into_inner(),
-        step: body.step,
+        step: body.step.into(),
     };
     mutate(state, &req, caller, &body, op).await
 }
@@ -723,7 +307,7 @@ pub async fn list_events(
     caller: Caller,
     q: web::Query<EventPageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[])?;
+    caller.require_admin()?;
     let limit = page_limit(q.limit)?;
     let after = q.after.unwrap_or(0);
     if let Some(s) = &q.stream {
@@ -827,124 +411,4 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
 pub async fn openapi() -> HttpResponse {
     HttpResponse::Ok().json(super::openapi::document())
-}
-
-// ---------------------------------------------------------------------------------------
-// The route table.
-
-/// Something routes can be added to: the real router, or a list (for the OpenAPI check).
-pub trait Routes {
-    fn add<F, Args>(&mut self, method: Method, path: &'static str, handler: F)
-    where
-        F: Handler<Args>,
-        Args: FromRequest + 'static,
-        F::Output: Responder + 'static;
-}
-
-impl Routes for web::ServiceConfig {
-    fn add<F, Args>(&mut self, method: Method, path: &'static str, handler: F)
-    where
-        F: Handler<Args>,
-        Args: FromRequest + 'static,
-        F::Output: Responder + 'static,
-    {
-        self.route(path, web::method(method).to(handler));
-    }
-}
-
-/// The routes as (method, path) pairs.
-#[derive(Debug, Default)]
-pub struct RouteList(pub Vec<(Method, &'static str)>);
-
-impl Routes for RouteList {
-    fn add<F, Args>(&mut self, method: Method, path: &'static str, _: F)
-    where
-        F: Handler<Args>,
-        Args: FromRequest + 'static,
-        F::Output: Responder + 'static,
-    {
-        self.0.push((method, path));
-    }
-}
-
-/// Every route of the server.
-pub fn register<R: Routes>(r: &mut R) {
-    r.add(Method::PUT, "/v1/skus/{sku}", put_sku);
-    r.add(Method::GET, "/v1/skus/{sku}", get_sku);
-    r.add(Method::GET, "/v1/skus", list_skus);
-    r.add(
-        Method::POST,
-        "/v1/skus/{sku}/stock-adjustments",
-        adjust_stock,
-    );
-    r.add(Method::POST, "/v1/orders", create_order);
-    r.add(Method::GET, "/v1/orders/{id}", get_order);
-    r.add(Method::POST, "/v1/orders/{id}/payments", pay);
-    r.add(Method::POST, "/v1/orders/{id}/cancel", cancel);
-    r.add(Method::POST, "/v1/orders/{id}/shipment", ship);
-    r.add(Method::GET, "/v1/events", list_events);
-    r.add(Method::GET, "/v1/events/live", super::feed::live_events);
-    r.add(
-        Method::POST,
-        "/v1/subscriptions",
-        super::feed::create_subscription,
-    );
-    r.add(
-        Method::GET,
-        "/v1/subscriptions",
-        super::feed::list_subscriptions,
-    );
-    r.add(
-        Method::GET,
-        "/v1/subscriptions/{id}",
-        super::feed::get_subscription,
-    );
-    r.add(
-        Method::DELETE,
-        "/v1/subscriptions/{id}",
-        super::feed::delete_subscription,
-    );
-    r.add(
-        Method::GET,
-        "/v1/subscriptions/{id}/dead-letters",
-        super::feed::dead_letters,
-    );
-    r.add(
-        Method::POST,
-        "/v1/subscriptions/{id}/dead-letters/redrive",
-        super::feed::redrive,
-    );
-    r.add(Method::GET, "/healthz", healthz);
-    r.add(Method::GET, "/readyz", readyz);
-    r.add(Method::GET, "/metrics", metrics);
-    r.add(Method::GET, "/openapi.json", openapi);
-}
-
-/// The routes, listed.
-pub fn route_list() -> Vec<(Method, &'static str)> {
-    let mut l = RouteList::default();
-    register(&mut l);
-    l.0
-}
-
-/// Unmatched requests: 405 when the path exists with another method, else 404.
-pub async fn fallback(req: HttpRequest) -> HttpResponse {
-    let path = req.path();
-    let routes = route_list();
-    let allowed: Vec<&str> = routes
-        .iter()
-        .filter(|(_, p)| actix_web::dev::ResourceDef::new(*p).is_match(path))
-        .map(|(m, _)| m.as_str())
-        .collect();
-    let e = if allowed.is_empty() {
-        ApiError::not_found(format!("no route {path}"))
-    } else {
-        ApiError::invalid(format!(
-            "{} is not allowed on {path}; allowed: {}",
-            req.method(),
-            allowed.join(", ")
-        ))
-        .with_status(StatusCode::METHOD_NOT_ALLOWED)
-    };
-    actix_web::ResponseError::error_response(&e)
 }

@@ -25,14 +25,17 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
-use ordo_actors::{Engine, Idempotency, OrderView, Outcome, Status};
+use ordo_engine::domain::order::FailureReason;
+use ordo_engine::{Engine, Idempotency, OrderView, Outcome, Status};
+
+use super::dto;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::answer::Answer;
+use super::commands::{answer_of, execute, AnswerKind, Op};
 use super::error::{ApiError, ProblemType};
-use super::handlers::{answer_of, execute, AnswerKind, Op};
 use super::AppState;
 
 /// What is stored under a key.
@@ -171,7 +174,7 @@ async fn locked(
         key: store_key,
         fingerprint,
         ttl: state.settings.idempotency_ttl,
-        render: ordo_actors::render(move |outcome: Outcome<'_>| {
+        render: ordo_engine::render(move |outcome: Outcome<'_>| {
             let stored = match outcome {
                 Outcome::Applied { order_id } => Stored::Applied {
                     order_id: order_id.to_owned(),
@@ -200,25 +203,25 @@ async fn locked(
 /// The answer a placement gave: 201 with the order, or 409 with the FAILED order.
 pub fn placed_answer(view: OrderView) -> Answer {
     if view.status == Status::Failed {
-        let kind = match view.failure_reason.as_deref() {
-            Some("limit_exceeded") => ProblemType::LimitExceeded,
-            _ => ProblemType::OutOfStock,
+        let kind = match view.failure_reason {
+            Some(FailureReason::LimitExceeded) => ProblemType::LimitExceeded,
+            Some(FailureReason::OutOfStock) | None => ProblemType::OutOfStock,
         };
         let sku = view.failed_sku.clone();
         let e = ApiError {
             detail: format!(
                 "order {} failed: {} on sku `{}`",
                 view.id,
-                view.failure_reason.as_deref().unwrap_or("failed"),
+                view.failure_reason.map_or("failed", FailureReason::as_str),
                 sku.as_deref().unwrap_or("")
             ),
             sku,
-            order: Some(Box::new(view)),
+            order: Some(Box::new(dto::OrderView::from(&view))),
             ..ApiError::new(kind, "")
         };
         Answer::error(&e)
     } else {
         let loc = format!("/v1/orders/{}", view.id);
-        Answer::json(StatusCode::CREATED, &view).with_location(loc)
+        Answer::json(StatusCode::CREATED, &dto::OrderView::from(&view)).with_location(loc)
     }
 }

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use actix_web::http::{Method, StatusCode};
 use dashmap::DashMap;
-use ordo_actors::Engine;
+use ordo_engine::Engine;
 use ordo_storage::{BATCH_BUCKETS, WRITE_BUCKETS_US};
 
 /// Latency bucket bounds, seconds.

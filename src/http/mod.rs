@@ -9,14 +9,19 @@
 //! position), flush the journal, stop the actors; exit 0.
 
 pub mod answer;
+pub mod bodies;
 pub mod caller;
+pub mod commands;
+pub mod dto;
 pub mod error;
 pub mod feed;
 pub mod handlers;
 pub mod idempotency;
+pub mod input;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
+pub mod routes;
 pub mod webhooks;
 
 use std::net::SocketAddr;
@@ -27,7 +32,7 @@ use actix_web::dev::Service;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{web, App, HttpMessage, HttpServer};
 use dashmap::DashMap;
-use ordo_actors::{Engine, EngineConfig};
+use ordo_engine::{Engine, EngineConfig};
 
 use crate::config::Settings;
 use caller::{Tokens, TraceId};
@@ -118,8 +123,8 @@ fn build_server(
             .app_data(web::QueryConfig::default().error_handler(|e, _| {
                 ApiError::invalid(format!("bad query: {e}")).into()
             }))
-            .configure(handlers::register)
-            .default_service(web::to(handlers::fallback))
+            .configure(routes::register)
+            .default_service(web::to(routes::fallback))
             .wrap_fn(|req, srv| {
                 let start = Instant::now();
                 let trace = caller::trace_id(req.headers());

@@ -4,6 +4,8 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
+use super::bodies::*;
+use super::dto;
 use super::error::{Problem, ProblemType};
 use super::handlers::*;
 
@@ -42,9 +44,8 @@ impl Modify for BearerAuth {
     components(schemas(
         Problem, ProblemType, PutSkuBody, StockAdjustmentBody, CreateOrderBody, LineBody,
         PaymentBody, CancelBody, ShipmentBody, SkuPage, EventPage, EventJson, Health,
-        ordo_actors::SkuView, ordo_actors::OrderView, ordo_actors::Status,
-        ordo_actors::PaymentOutcome, ordo_actors::ShipmentStep,
-        ordo_actors::domain::order::OrderLine, ordo_actors::domain::order::HistoryEntry,
+        dto::SkuView, dto::OrderView, dto::Status, dto::PaymentOutcome, dto::ShipmentStep,
+        dto::OrderLine, dto::HistoryEntry, dto::FailureReason,
         super::webhooks::CreateSubscription, super::webhooks::SubscriptionView,
         super::webhooks::DeadLetter, super::webhooks::OnFailure, super::feed::Redriven
     )),

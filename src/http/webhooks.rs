@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use hmac::{Hmac, Mac};
-use ordo_actors::Engine;
+use ordo_engine::Engine;
 use ordo_storage::{now_ms, EventRecord};
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};

@@ -392,7 +392,7 @@ async fn drive(plan: Plan) -> anyhow::Result<i32> {
                     durability: ordo_storage::Durability::Sync,
                 },
             )?;
-            Ok(ordo_actors::verify(&store)?)
+            Ok(ordo_engine::verify(&store)?)
         })
         .await
         {

@@ -1,7 +1,7 @@
 //! `ordo-storage`: Ordo's durable event log, snapshots and idempotency store on RocksDB.
 //!
 //! This crate knows bytes and envelopes, not the domain: payloads and snapshot states are
-//! opaque bytes with a schema number, encoded by `ordo-actors`.
+//! opaque bytes with a schema number, encoded by `ordo-engine`.
 //!
 //! * [`Store`] opens RocksDB with the column families of SPEC §3 (`events`, `streams`,
 //!   `snapshots`, `idempotency`, `meta`) and serves every read.

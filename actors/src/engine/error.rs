@@ -18,8 +18,12 @@ pub enum EngineError {
     /// when money was taken.
     #[error("order {} is {} and can no longer be paid", order.id, order.status)]
     NotPayable { order: Box<OrderView> },
-    #[error("{0} not found")]
-    NotFound(String),
+    /// No SKU of this code is registered.
+    #[error("unknown sku `{sku}`")]
+    SkuNotFound { sku: String },
+    /// No order of this id exists.
+    #[error("order {id} not found")]
+    OrderNotFound { id: String },
     /// The SKU's mailbox is full; retry after a moment.
     #[error("sku `{sku}` is overloaded; retry later")]
     Overloaded { sku: String },

@@ -67,7 +67,7 @@ pub(crate) enum OrderReq {
         reply: oneshot::Sender<OrderView>,
     },
     Snapshot {
-        reply: oneshot::Sender<AppendTicket>,
+        reply: oneshot::Sender<EngineResult<AppendTicket>>,
     },
     /// Finish a saga interrupted by a crash. `restored` lists SKUs already restored for a
     /// cancelled confirmed order.
@@ -610,17 +610,22 @@ impl Handler<OrderReq> for OrderActor {
                 let _ = reply.send(self.view());
             }
             OrderReq::Snapshot { reply } => {
-                let state = bincode::encode_to_vec(&self.state, bincode::config::standard())
-                    .unwrap_or_default();
-                let t = self.engine.journal.append(Append {
-                    snapshots: vec![SnapshotWrite {
-                        stream: self.stream.clone(),
-                        version: self.state.version,
-                        schema: ORDER_SNAPSHOT_SCHEMA,
-                        state,
-                    }],
-                    ..Append::default()
-                });
+                let t = bincode::encode_to_vec(&self.state, bincode::config::standard())
+                    .map_err(|e| {
+                        tracing::error!(order = %self.state.id, error = %e, "cannot encode an order snapshot");
+                        EngineError::Storage(ordo_storage::StorageError::Encode(e.to_string()))
+                    })
+                    .map(|state| {
+                        self.engine.journal.append(Append {
+                            snapshots: vec![SnapshotWrite {
+                                stream: self.stream.clone(),
+                                version: self.state.version,
+                                schema: ORDER_SNAPSHOT_SCHEMA,
+                                state,
+                            }],
+                            ..Append::default()
+                        })
+                    });
                 let _ = reply.send(t);
             }
             OrderReq::Redrive { restored } => match self.state.status {

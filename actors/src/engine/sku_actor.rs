@@ -106,7 +106,7 @@ pub(crate) enum SkuReq {
     Get { reply: oneshot::Sender<SkuView> },
     /// Write a snapshot of the current state; answers the journal ticket.
     Snapshot {
-        reply: oneshot::Sender<AppendTicket>,
+        reply: oneshot::Sender<EngineResult<AppendTicket>>,
     },
     /// Failure point for tests: take no message until `until` resolves (or is dropped).
     HoldForTest { until: oneshot::Receiver<()> },
@@ -185,23 +185,32 @@ impl SkuActor {
         });
         if self.since_snapshot >= due {
             self.since_snapshot = 0;
-            // Queued after the events it covers; nobody waits for it.
-            drop(self.journal.append(Append {
-                snapshots: vec![self.snapshot_write()],
-                ..Append::default()
-            }));
+            // Queued after the events it covers; nobody waits for it. A snapshot that
+            // cannot be encoded is skipped (logged): recovery reads the stream instead.
+            if let Ok(snap) = self.snapshot_write() {
+                drop(self.journal.append(Append {
+                    snapshots: vec![snap],
+                    ..Append::default()
+                }));
+            }
         }
         ticket
     }
 
-    fn snapshot_write(&self) -> SnapshotWrite {
-        SnapshotWrite {
+    /// The state as a snapshot; an encoding failure is an error (logged), never an
+    /// empty snapshot.
+    fn snapshot_write(&self) -> EngineResult<SnapshotWrite> {
+        let state =
+            bincode::encode_to_vec(&self.state, bincode::config::standard()).map_err(|e| {
+                tracing::error!(sku = %self.state.sku, error = %e, "cannot encode a SKU snapshot");
+                EngineError::Storage(ordo_storage::StorageError::Encode(e.to_string()))
+            })?;
+        Ok(SnapshotWrite {
             stream: self.stream.clone(),
             version: self.state.version,
             schema: SKU_SNAPSHOT_SCHEMA,
-            state: bincode::encode_to_vec(&self.state, bincode::config::standard())
-                .unwrap_or_default(),
-        }
+            state,
+        })
     }
 }
 
@@ -238,8 +247,11 @@ impl SkuActor {
         {
             return;
         }
+        let Ok(snap) = self.snapshot_write() else {
+            return; // stays live; logged
+        };
         let ticket = self.journal.append(Append {
-            snapshots: vec![self.snapshot_write()],
+            snapshots: vec![snap],
             ..Append::default()
         });
         self.since_snapshot = 0;
@@ -407,11 +419,13 @@ impl Handler<SkuMsg> for SkuActor {
             SkuReq::Snapshot { reply } => {
                 self.since_snapshot = 0;
                 let t = if self.state.version == 0 {
-                    self.journal.append(Append::default())
+                    Ok(self.journal.append(Append::default()))
                 } else {
-                    self.journal.append(Append {
-                        snapshots: vec![self.snapshot_write()],
-                        ..Append::default()
+                    self.snapshot_write().map(|snap| {
+                        self.journal.append(Append {
+                            snapshots: vec![snap],
+                            ..Append::default()
+                        })
                     })
                 };
                 let _ = reply.send(t);

@@ -2,12 +2,12 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::order::{HistoryEntry, Order, OrderLine, Status};
+use crate::domain::order::{FailureReason, HistoryEntry, Order, OrderLine, Status};
 
 pub use crate::domain::sku::SkuView;
 
 /// An order as callers see it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderView {
     pub id: String,
     pub customer_id: String,
@@ -24,7 +24,7 @@ pub struct OrderView {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cancel_reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub failure_reason: Option<String>,
+    pub failure_reason: Option<FailureReason>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub failed_sku: Option<String>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -46,7 +46,7 @@ impl From<&Order> for OrderView {
             expires_at: o.expires_at_ms,
             payment_ref: o.payment_ref.clone(),
             cancel_reason: o.cancel_reason.clone(),
-            failure_reason: o.failure.as_ref().map(|f| f.0.clone()),
+            failure_reason: o.failure.as_ref().map(|f| f.0),
             failed_sku: o.failure.as_ref().map(|f| f.1.clone()),
             refunds_requested: o.refunds.iter().map(|r| r.payment_ref.clone()).collect(),
             history: o.history.clone(),

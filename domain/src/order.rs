@@ -12,19 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::events::*;
 use super::{DomainError, DomainResult};
 
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    PartialEq,
-    Eq,
-    Hash,
-    Serialize,
-    Deserialize,
-    Encode,
-    Decode,
-    utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum Status {
     Pending,
@@ -63,7 +51,7 @@ impl std::fmt::Display for Status {
 }
 
 /// A line with its price captured at creation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct OrderLine {
     pub sku: String,
     pub qty: u32,
@@ -71,7 +59,7 @@ pub struct OrderLine {
 }
 
 /// One status change, for the order's `history`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct HistoryEntry {
     pub status: Status,
     pub at_ms: u64,
@@ -94,8 +82,8 @@ pub struct Order {
     /// The payment that paid (or failed) this order.
     pub payment_ref: Option<String>,
     pub cancel_reason: Option<String>,
-    /// Failure details of a FAILED order: (reason code, sku).
-    pub failure: Option<(String, String)>,
+    /// Failure details of a FAILED order: why, and the SKU that failed.
+    pub failure: Option<(FailureReason, String)>,
     /// Refunds requested (late payments, cancellation), in order.
     pub refunds: Vec<Refund>,
     /// Every payment attempt recorded on the order (succeeded or failed), in order: what
@@ -120,6 +108,51 @@ pub const REFUND_CANCELLED: &str = "cancelled";
 /// Reason of the refund of a payment for an order that could no longer be paid.
 pub const REFUND_NOT_PAYABLE: &str = "order_not_payable";
 
+/// Why a placement failed (its order is stored FAILED). The stored event carries the code
+/// ([`FailureReason::as_str`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    OutOfStock,
+    LimitExceeded,
+}
+
+impl FailureReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::OutOfStock => "out_of_stock",
+            FailureReason::LimitExceeded => "limit_exceeded",
+        }
+    }
+
+    /// The reason of a refusal that makes a placement FAILED (rather than refused).
+    pub fn of(e: &DomainError) -> Option<(FailureReason, &str)> {
+        match e {
+            DomainError::OutOfStock { sku, .. } => Some((FailureReason::OutOfStock, sku)),
+            DomainError::LimitExceeded { sku, .. } => Some((FailureReason::LimitExceeded, sku)),
+            _ => None,
+        }
+    }
+
+    /// Reads a stored code. Only the codes above are ever written; anything else reads as
+    /// out of stock (nothing was held either way).
+    fn parse(code: &str) -> FailureReason {
+        match code {
+            "limit_exceeded" => FailureReason::LimitExceeded,
+            _ => FailureReason::OutOfStock,
+        }
+    }
+}
+
+/// Why a placement failed, with the line it failed on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlaceFailure {
+    pub reason: FailureReason,
+    pub sku: String,
+    /// A sentence for people.
+    pub detail: String,
+}
+
 /// A payment attempt recorded on an order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 pub struct Payment {
@@ -129,9 +162,7 @@ pub struct Payment {
 }
 
 /// A payment outcome as reported by the payment provider.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Encode, Decode, utoipa::ToSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentOutcome {
     Succeeded,
@@ -139,7 +170,7 @@ pub enum PaymentOutcome {
 }
 
 /// Shipment steps, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ShipmentStep {
     Prepared,
@@ -151,7 +182,7 @@ pub enum ShipmentStep {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OrderCommand {
     /// Record the outcome of reserving every line: `failure` is `None` when all lines
-    /// were reserved (→ PENDING), else (reason code, sku, detail) (→ FAILED).
+    /// were reserved (→ PENDING), else why a line was not (→ FAILED).
     Place {
         order_id: String,
         customer_id: String,
@@ -159,7 +190,7 @@ pub enum OrderCommand {
         currency: String,
         now_ms: u64,
         ttl_ms: u64,
-        failure: Option<(String, String, String)>,
+        failure: Option<PlaceFailure>,
     },
     Pay {
         payment_ref: String,
@@ -250,10 +281,10 @@ pub fn decide(o: &Order, cmd: &OrderCommand) -> DomainResult<Vec<OrderEvent>> {
             });
             let outcome = match failure {
                 None => OrderEvent::OrderPending(OrderPending {}),
-                Some((reason, sku, detail)) => OrderEvent::OrderFailed(OrderFailed {
-                    reason: reason.clone(),
-                    sku: sku.clone(),
-                    detail: detail.clone(),
+                Some(f) => OrderEvent::OrderFailed(OrderFailed {
+                    reason: f.reason.as_str().to_owned(),
+                    sku: f.sku.clone(),
+                    detail: f.detail.clone(),
                 }),
             };
             Ok(vec![created, outcome])
@@ -399,7 +430,7 @@ pub fn apply(o: &mut Order, ev: &OrderEvent, at_ms: u64) {
         }
         OrderPending(_) => set_status(o, Status::Pending, at_ms, None),
         OrderFailed(e) => {
-            o.failure = Some((e.reason.clone(), e.sku.clone()));
+            o.failure = Some((FailureReason::parse(&e.reason), e.sku.clone()));
             set_status(o, Status::Failed, at_ms, Some(e.reason.clone()));
         }
         PaymentSucceeded(e) => {

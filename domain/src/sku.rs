@@ -41,7 +41,7 @@ pub struct Sku {
 }
 
 /// The public view of a SKU (API responses).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SkuView {
     pub sku: String,
     pub name: String,
