@@ -88,6 +88,29 @@ pub fn validate_currency(c: &str) -> DomainResult<()> {
     }
 }
 
+/// A payment provider's reference: 1–255 visible ASCII characters.
+pub fn validate_payment_ref(r: &str) -> DomainResult<()> {
+    if !r.is_empty() && r.len() <= 255 && r.bytes().all(|b| b.is_ascii_graphic()) {
+        Ok(())
+    } else {
+        Err(DomainError::Invalid(
+            "payment_ref must be 1-255 visible ASCII characters".into(),
+        ))
+    }
+}
+
+/// A reason given by a person (cancellation, stock adjustment): 1–256 characters, not
+/// blank, no control characters.
+pub fn validate_reason(r: &str) -> DomainResult<()> {
+    if !r.trim().is_empty() && r.len() <= 256 && !r.chars().any(char::is_control) {
+        Ok(())
+    } else {
+        Err(DomainError::Invalid(
+            "reason must be 1-256 characters, not blank, without control characters".into(),
+        ))
+    }
+}
+
 /// Limits of SPEC §1 on an order's lines.
 pub const MAX_LINES: usize = 100;
 pub const MAX_QTY: u32 = 10_000;

@@ -205,11 +205,7 @@ pub fn decide(s: &Sku, cmd: &SkuCommand) -> DomainResult<Vec<SkuEvent>> {
                     "delta must be non-zero and within ±{MAX_STOCK}"
                 )));
             }
-            if reason.trim().is_empty() || reason.len() > 256 {
-                return Err(DomainError::Invalid(
-                    "reason must be 1-256 characters".into(),
-                ));
-            }
+            super::validate_reason(reason)?;
             if *delta < 0 && s.available + delta < 0 {
                 return Err(DomainError::InsufficientStock {
                     sku: s.sku.clone(),

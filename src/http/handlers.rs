@@ -124,12 +124,6 @@ pub async fn adjust_stock(
 ) -> Result<HttpResponse, ApiError> {
     caller.require_admin()?;
     let body: StockAdjustmentBody = json_body(&state, &req, payload).await?;
-    if body.reason.is_empty() || body.reason.len() > 256 {
-        return Err(ApiError::invalid("reason must be 1-256 characters"));
-    }
-    if body.delta == 0 {
-        return Err(ApiError::invalid("delta must not be 0"));
-    }
     let op = Op::Adjust {
         sku: path.into_inner(),
         delta: body.delta,
@@ -168,8 +162,6 @@ pub async fn create_order(
             })
             .collect(),
     };
-    // Shape errors are answered here, before anything is stored under a key.
-    ordo_engine::domain::validate_lines(&place.customer_id, &place.lines)?;
     mutate(state, &req, caller, &body, Op::Place(place)).await
 }
 
@@ -213,14 +205,6 @@ pub async fn pay(
     caller.require(&[Role::Payment])?;
     check_order_id(&path)?;
     let body: PaymentBody = json_body(&state, &req, payload).await?;
-    if body.payment_ref.is_empty()
-        || body.payment_ref.len() > 255
-        || !body.payment_ref.bytes().all(|b| b.is_ascii_graphic())
-    {
-        return Err(ApiError::invalid(
-            "payment_ref must be 1-255 visible ASCII characters",
-        ));
-    }
     let op = Op::Pay {
         order_id: path.into_inner(),
         payment_ref: body.payment_ref.clone(),
@@ -255,12 +239,8 @@ pub async fn cancel(
     } else {
         parse_json(&raw)?
     };
+    // No reason given: the customer's. Its rules are the domain's (`validate_reason`).
     let reason = body.reason.clone().unwrap_or_else(|| "customer".into());
-    if reason.is_empty() || reason.len() > 256 || reason.chars().any(char::is_control) {
-        return Err(ApiError::invalid(
-            "reason must be 1-256 characters without control characters",
-        ));
-    }
     let op = Op::Cancel {
         order_id: path.into_inner(),
         reason,

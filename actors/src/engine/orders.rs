@@ -29,8 +29,7 @@ impl Engine {
         trace: Option<Arc<str>>,
         idem: Option<Idempotency>,
     ) -> EngineResult<OrderView> {
-        if payment_ref.is_empty() || payment_ref.len() > 255 {
-            let e = DomainError::Invalid("payment_ref must be 1-255 characters".into());
+        if let Err(e) = crate::domain::validate_payment_ref(payment_ref) {
             return self
                 .inner
                 .refuse(idem.as_ref(), Kind::Order, e.into())
@@ -74,8 +73,7 @@ impl Engine {
         } else {
             reason
         };
-        if reason.len() > 256 {
-            let e = DomainError::Invalid("reason must be at most 256 characters".into());
+        if let Err(e) = crate::domain::validate_reason(reason) {
             return self
                 .inner
                 .refuse(idem.as_ref(), Kind::Order, e.into())
