@@ -2,12 +2,14 @@
 //! `decide(state, command) -> Result<Vec<Event>, DomainError>` / `apply(state, &event)`
 //! pair for each. No actix, no I/O, no clock: time comes in with the commands.
 
+pub mod aggregate;
 pub mod events;
 pub mod order;
 pub mod sku;
 
 use serde::{Deserialize, Serialize};
 
+pub use aggregate::Aggregate;
 pub use events::{Event, OrderEvent, SkuEvent};
 pub use order::{Order, OrderCommand, OrderLine, Status};
 pub use sku::{Sku, SkuCommand};

@@ -6,6 +6,7 @@
 //! host program needs neither actix nor tokio: every method returns a plain future that
 //! any executor (or `futures::executor::block_on`) can drive.
 
+mod aggregate;
 pub mod config;
 pub(crate) mod deadlines;
 pub mod error;
@@ -48,13 +49,14 @@ use crate::domain::order::{
     ShipmentStep, Status,
 };
 use crate::domain::sku::{Sku, SkuCommand, SkuView};
+use crate::domain::Aggregate;
 use crate::domain::{validate_lines, validate_sku, DomainError, LineRequest, OrderEvent};
 pub use config::{Durability, EngineConfig};
 pub use error::{EngineError, EngineResult};
 pub use idempotency::{render, Idempotency, Outcome, Render};
 use order_actor::{OrderActor, OrderReq, PaymentReport};
 pub use recovery::RecoveryStats;
-use sku_actor::{new_event, SkuActor, SkuHandle, SkuReq};
+use sku_actor::{SkuActor, SkuHandle, SkuReq};
 pub use view::OrderView;
 
 /// Counters for metrics (read with `Ordering::Relaxed`).

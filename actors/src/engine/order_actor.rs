@@ -21,19 +21,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use ordo_storage::{Append, AppendTicket, IdempotencyWrite, SnapshotWrite};
+use ordo_storage::{Append, AppendTicket, IdempotencyWrite};
 use tokio::sync::oneshot;
 
 use crate::domain::order::{self, Order, OrderCommand, PaymentOutcome, ShipmentStep, Status};
 use crate::domain::sku::SkuCommand;
 use crate::domain::{DomainError, OrderEvent};
+use crate::engine::aggregate;
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::idempotency::{self, Idempotency, Outcome};
-use crate::engine::sku_actor::{new_event, reply_when_durable};
+use crate::engine::sku_actor::reply_when_durable;
 use crate::engine::view::OrderView;
 use crate::engine::Inner;
-
-pub(crate) const ORDER_SNAPSHOT_SCHEMA: u16 = 2;
 
 type Reply = oneshot::Sender<EngineResult<OrderView>>;
 
@@ -142,17 +141,7 @@ impl OrderActor {
         record: impl FnOnce(&Self) -> Option<IdempotencyWrite>,
     ) -> AppendTicket {
         let now = ordo_storage::now_ms();
-        let mut new = Vec::with_capacity(events.len());
-        for e in events {
-            order::apply(&mut self.state, e, now);
-            new.push(new_event(
-                &self.stream,
-                self.state.version,
-                e,
-                now,
-                trace.clone(),
-            ));
-        }
+        let new = aggregate::stage(&mut self.state, &self.stream, events, now, &trace);
         self.engine.note_order_events(events);
         self.engine.journal.append(Append {
             events: new,
@@ -610,22 +599,12 @@ impl Handler<OrderReq> for OrderActor {
                 let _ = reply.send(self.view());
             }
             OrderReq::Snapshot { reply } => {
-                let t = bincode::encode_to_vec(&self.state, bincode::config::standard())
-                    .map_err(|e| {
-                        tracing::error!(order = %self.state.id, error = %e, "cannot encode an order snapshot");
-                        EngineError::Storage(ordo_storage::StorageError::Encode(e.to_string()))
+                let t = aggregate::snapshot(&self.state, &self.stream).map(|snap| {
+                    self.engine.journal.append(Append {
+                        snapshots: vec![snap],
+                        ..Append::default()
                     })
-                    .map(|state| {
-                        self.engine.journal.append(Append {
-                            snapshots: vec![SnapshotWrite {
-                                stream: self.stream.clone(),
-                                version: self.state.version,
-                                schema: ORDER_SNAPSHOT_SCHEMA,
-                                state,
-                            }],
-                            ..Append::default()
-                        })
-                    });
+                });
                 let _ = reply.send(t);
             }
             OrderReq::Redrive { restored } => match self.state.status {

@@ -186,12 +186,8 @@ impl Engine {
                 return inner.refuse(idem.as_ref(), Kind::Order, e.into()).await;
             }
         };
-        let stream: Arc<str> = Arc::from(format!("order/{order_id}"));
-        let mut new = Vec::with_capacity(events.len());
-        for e in &events {
-            order::apply(&mut state, e, now);
-            new.push(new_event(&stream, state.version, e, now, trace.clone()));
-        }
+        let stream: Arc<str> = Arc::from(<Order as Aggregate>::stream(&order_id));
+        let new = aggregate::stage(&mut state, &stream, &events, now, &trace);
         let view = OrderView::from(&state);
         let result = match failure {
             None => Ok(view),

@@ -20,10 +20,10 @@ use ordo_storage::{EventRecord, Store};
 use crate::domain::events::{decode_order, decode_sku};
 use crate::domain::order::{self, Order, Status};
 use crate::domain::sku::{self, Sku};
+use crate::domain::Aggregate;
 use crate::domain::SkuEvent;
+use crate::engine::aggregate::{self, decode_err};
 use crate::engine::error::{EngineError, EngineResult};
-use crate::engine::order_actor::ORDER_SNAPSHOT_SCHEMA;
-use crate::engine::sku_actor::SKU_SNAPSHOT_SCHEMA;
 
 pub(crate) const META_CHECKPOINT: &str = "checkpoint";
 /// The checkpoint's table of PENDING orders without an actor (see `deadlines`).
@@ -50,68 +50,19 @@ pub(crate) struct Recovered {
     pub stats: RecoveryStats,
 }
 
-pub(crate) fn decode_err(e: impl std::fmt::Display) -> EngineError {
-    EngineError::Decode(e.to_string())
-}
-
-fn apply_sku_record(s: &mut Sku, r: &EventRecord) -> EngineResult<()> {
-    let ev = decode_sku(&r.event_type, r.schema, &r.payload).map_err(decode_err)?;
-    sku::apply(s, &ev);
-    Ok(())
-}
-
-fn apply_order_record(o: &mut Order, r: &EventRecord) -> EngineResult<()> {
-    let ev = decode_order(&r.event_type, r.schema, &r.payload).map_err(decode_err)?;
-    order::apply(o, &ev, r.at_ms);
-    Ok(())
-}
-
-/// Brings a SKU state up to `upto` (exclusive) from its stream.
-fn fill_sku(store: &Store, stream: &str, s: &mut Sku, upto: u64) -> EngineResult<()> {
-    for r in store.read_stream(stream, s.version + 1)? {
-        if r.version >= upto {
-            break;
-        }
-        apply_sku_record(s, &r)?;
-    }
-    Ok(())
-}
-
-fn fill_order(store: &Store, stream: &str, o: &mut Order, upto: u64) -> EngineResult<()> {
-    for r in store.read_stream(stream, o.version + 1)? {
-        if r.version >= upto {
-            break;
-        }
-        apply_order_record(o, &r)?;
-    }
-    Ok(())
-}
-
 /// An order read from its stream.
 pub(crate) fn load_order(store: &Store, id: &str) -> EngineResult<Order> {
-    load_order_upto(store, id, u64::MAX)
+    aggregate::load::<Order>(store, id, false, u64::MAX)
 }
 
 /// An order read from its stream, events of versions below `upto` only.
 pub(crate) fn load_order_upto(store: &Store, id: &str, upto: u64) -> EngineResult<Order> {
-    let mut o = Order::default();
-    fill_order(store, &format!("order/{id}"), &mut o, upto)?;
-    Ok(o)
+    aggregate::load::<Order>(store, id, false, upto)
 }
 
 /// A SKU read from its snapshot and stream.
 pub fn load_sku(store: &Store, sku: &str) -> EngineResult<Sku> {
-    let stream = format!("sku/{sku}");
-    let mut s = match store.load_snapshot(&stream) {
-        Ok(Some(snap)) if snap.schema == SKU_SNAPSHOT_SCHEMA => {
-            bincode::decode_from_slice::<Sku, _>(&snap.state, bincode::config::standard())
-                .map(|(s, _)| s)
-                .unwrap_or_default()
-        }
-        _ => Sku::default(),
-    };
-    fill_sku(store, &stream, &mut s, u64::MAX)?;
-    Ok(s)
+    aggregate::load::<Sku>(store, sku, true, u64::MAX)
 }
 
 pub(crate) fn read_events(
@@ -144,12 +95,6 @@ pub(crate) fn read_events(
     }
 }
 
-fn decode_snapshot<T: bincode::Decode<()>>(state: &[u8]) -> Option<T> {
-    bincode::decode_from_slice::<T, _>(state, bincode::config::standard())
-        .ok()
-        .map(|(v, _)| v)
-}
-
 pub(crate) fn recover(store: &Store, ignore_snapshots: bool) -> EngineResult<Recovered> {
     let started = Instant::now();
     let mut stats = RecoveryStats::default();
@@ -177,10 +122,7 @@ pub(crate) fn recover(store: &Store, ignore_snapshots: bool) -> EngineResult<Rec
                 }
             };
             if let Some(code) = snap.stream.strip_prefix("sku/") {
-                match (snap.schema == SKU_SNAPSHOT_SCHEMA)
-                    .then(|| decode_snapshot::<Sku>(&snap.state))
-                    .flatten()
-                {
+                match aggregate::decode_snapshot::<Sku>(snap.schema, &snap.state) {
                     Some(s) if s.version == snap.version => {
                         skus.insert(code.to_owned(), s);
                         stats.snapshots_loaded += 1;
@@ -188,16 +130,13 @@ pub(crate) fn recover(store: &Store, ignore_snapshots: bool) -> EngineResult<Rec
                     _ => stats.snapshot_failures += 1,
                 }
             } else if let Some(id) = snap.stream.strip_prefix("order/") {
-                if snap.schema < ORDER_SNAPSHOT_SCHEMA {
+                if snap.schema < <Order as Aggregate>::SNAPSHOT_SCHEMA {
                     // Written by an older release (no payment attempts): the order is
                     // rebuilt from its stream below, like a snapshot-less one.
                     orders.insert(id.to_owned(), Order::default());
                     return Ok(());
                 }
-                match (snap.schema == ORDER_SNAPSHOT_SCHEMA)
-                    .then(|| decode_snapshot::<Order>(&snap.state))
-                    .flatten()
-                {
+                match aggregate::decode_snapshot::<Order>(snap.schema, &snap.state) {
                     Some(o) if o.version == snap.version => {
                         orders.insert(id.to_owned(), o);
                         stats.snapshots_loaded += 1;
@@ -210,10 +149,10 @@ pub(crate) fn recover(store: &Store, ignore_snapshots: bool) -> EngineResult<Rec
         // Bring every snapshot up to its stream's head: the log after the checkpoint may
         // not hold all of a stream's later events.
         for (code, s) in skus.iter_mut() {
-            fill_sku(store, &format!("sku/{code}"), s, u64::MAX)?;
+            aggregate::fill(store, &format!("sku/{code}"), s, u64::MAX)?;
         }
         for (id, o) in orders.iter_mut() {
-            fill_order(store, &format!("order/{id}"), o, u64::MAX)?;
+            aggregate::fill(store, &format!("order/{id}"), o, u64::MAX)?;
         }
         orders.retain(|_, o| !o.is_terminal() || o.needs_restore());
     }
@@ -230,7 +169,7 @@ pub(crate) fn recover(store: &Store, ignore_snapshots: bool) -> EngineResult<Rec
                     return Ok(());
                 }
                 if v.version > s.version + 1 {
-                    fill_sku(store, v.stream, s, v.version)?;
+                    aggregate::fill(store, v.stream, s, v.version)?;
                 }
                 let ev = decode_sku(v.event_type, v.schema, v.payload).map_err(decode_err)?;
                 if let SkuEvent::StockRestored(r) = &ev {
@@ -246,7 +185,7 @@ pub(crate) fn recover(store: &Store, ignore_snapshots: bool) -> EngineResult<Rec
                     return Ok(());
                 }
                 if v.version > o.version + 1 {
-                    fill_order(store, v.stream, o, v.version)?;
+                    aggregate::fill(store, v.stream, o, v.version)?;
                 }
                 let ev = decode_order(v.event_type, v.schema, v.payload).map_err(decode_err)?;
                 order::apply(o, &ev, v.at_ms);

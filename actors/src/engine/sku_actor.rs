@@ -19,17 +19,14 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use dashmap::DashMap;
-use ordo_storage::{Append, AppendTicket, IdempotencyWrite, Journal, NewEvent, SnapshotWrite};
+use ordo_storage::{Append, AppendTicket, IdempotencyWrite, Journal};
 use tokio::sync::oneshot;
 
-use crate::domain::events::DomainEvent;
 use crate::domain::sku::{self, Sku, SkuCommand, SkuView};
 use crate::domain::DomainError;
+use crate::engine::aggregate;
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::idempotency::{self, Idempotency, Outcome};
-
-/// Schema of the SKU snapshot state encoding.
-pub(crate) const SKU_SNAPSHOT_SCHEMA: u16 = 1;
 
 /// A live SKU actor in the registry, with the count of messages queued for it.
 #[derive(Clone)]
@@ -162,17 +159,7 @@ impl SkuActor {
         record: impl FnOnce(&Self) -> Option<IdempotencyWrite>,
     ) -> AppendTicket {
         let now = ordo_storage::now_ms();
-        let mut new = Vec::with_capacity(events.len());
-        for e in events {
-            sku::apply(&mut self.state, e);
-            new.push(new_event(
-                &self.stream,
-                self.state.version,
-                e,
-                now,
-                trace.clone(),
-            ));
-        }
+        let new = aggregate::stage(&mut self.state, &self.stream, events, now, &trace);
         self.since_snapshot += events.len() as u64;
         // A snapshot encodes every live hold; taking one only after at least as many
         // events as there are holds keeps its cost per event constant (a hot SKU with a
@@ -187,7 +174,7 @@ impl SkuActor {
             self.since_snapshot = 0;
             // Queued after the events it covers; nobody waits for it. A snapshot that
             // cannot be encoded is skipped (logged): recovery reads the stream instead.
-            if let Ok(snap) = self.snapshot_write() {
+            if let Ok(snap) = aggregate::snapshot(&self.state, &self.stream) {
                 drop(self.journal.append(Append {
                     snapshots: vec![snap],
                     ..Append::default()
@@ -195,41 +182,6 @@ impl SkuActor {
             }
         }
         ticket
-    }
-
-    /// The state as a snapshot; an encoding failure is an error (logged), never an
-    /// empty snapshot.
-    fn snapshot_write(&self) -> EngineResult<SnapshotWrite> {
-        let state =
-            bincode::encode_to_vec(&self.state, bincode::config::standard()).map_err(|e| {
-                tracing::error!(sku = %self.state.sku, error = %e, "cannot encode a SKU snapshot");
-                EngineError::Storage(ordo_storage::StorageError::Encode(e.to_string()))
-            })?;
-        Ok(SnapshotWrite {
-            stream: self.stream.clone(),
-            version: self.state.version,
-            schema: SKU_SNAPSHOT_SCHEMA,
-            state,
-        })
-    }
-}
-
-/// Builds the envelope for one domain event.
-pub(crate) fn new_event<E: DomainEvent>(
-    stream: &Arc<str>,
-    version: u64,
-    e: &E,
-    at_ms: u64,
-    trace: Option<Arc<str>>,
-) -> NewEvent {
-    NewEvent {
-        stream: stream.clone(),
-        version,
-        event_type: e.type_name(),
-        schema: e.schema(),
-        at_ms,
-        trace_id: trace,
-        payload: e.encode_payload(),
     }
 }
 
@@ -247,7 +199,7 @@ impl SkuActor {
         {
             return;
         }
-        let Ok(snap) = self.snapshot_write() else {
+        let Ok(snap) = aggregate::snapshot(&self.state, &self.stream) else {
             return; // stays live; logged
         };
         let ticket = self.journal.append(Append {
@@ -421,7 +373,7 @@ impl Handler<SkuMsg> for SkuActor {
                 let t = if self.state.version == 0 {
                     Ok(self.journal.append(Append::default()))
                 } else {
-                    self.snapshot_write().map(|snap| {
+                    aggregate::snapshot(&self.state, &self.stream).map(|snap| {
                         self.journal.append(Append {
                             snapshots: vec![snap],
                             ..Append::default()

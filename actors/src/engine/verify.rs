@@ -9,8 +9,8 @@ use crate::domain::events::{decode_order, decode_sku};
 use crate::domain::order::{self, Order, Status};
 use crate::domain::sku::{self, Sku};
 use crate::domain::{OrderEvent, SkuEvent};
+use crate::engine::aggregate::decode_err;
 use crate::engine::error::EngineResult;
-use crate::engine::recovery::decode_err;
 
 /// What `ordo verify` found.
 #[derive(Debug, Clone, Default)]
