@@ -295,6 +295,7 @@ pub fn decide(o: &Order, cmd: &OrderCommand) -> DomainResult<Vec<OrderEvent>> {
             amount_minor,
             now_ms,
         } => {
+            super::validate_payment_ref(payment_ref)?;
             if !o.is_created() {
                 return Err(transition(o, "be paid"));
             }
@@ -341,15 +342,18 @@ pub fn decide(o: &Order, cmd: &OrderCommand) -> DomainResult<Vec<OrderEvent>> {
             Some(Status::Confirmed) => Ok(vec![]),
             _ => Err(transition(o, "be confirmed")),
         },
-        Cancel { reason } => match o.status {
-            Some(from @ (Status::Pending | Status::Confirmed)) => {
-                Ok(vec![OrderEvent::OrderCancelled(OrderCancelled {
-                    reason: reason.clone(),
-                    from,
-                })])
+        Cancel { reason } => {
+            super::validate_reason(reason)?;
+            match o.status {
+                Some(from @ (Status::Pending | Status::Confirmed)) => {
+                    Ok(vec![OrderEvent::OrderCancelled(OrderCancelled {
+                        reason: reason.clone(),
+                        from,
+                    })])
+                }
+                _ => Err(transition(o, "be cancelled")),
             }
-            _ => Err(transition(o, "be cancelled")),
-        },
+        }
         Expire { now_ms } => {
             if o.status == Some(Status::Pending) && *now_ms >= o.expires_at_ms {
                 Ok(vec![OrderEvent::OrderCancelled(OrderCancelled {
