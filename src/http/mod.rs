@@ -17,6 +17,7 @@ pub mod idempotency;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
+pub mod shutdown;
 pub mod webhooks;
 
 use std::net::SocketAddr;
