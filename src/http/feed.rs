@@ -58,9 +58,9 @@ pub async fn live_events(
             .ok_or_else(|| ApiError::invalid("Last-Event-ID must be a seq (a number)"))?,
         None => q.after.unwrap_or(0),
     };
-    let cap = state.settings.sse_buffer;
-    let heartbeat = state.settings.sse_heartbeat;
-    let slow = state.settings.sse_slow_timeout;
+    let cap = state.feed.buffer;
+    let heartbeat = state.feed.heartbeat;
+    let slow = state.feed.slow_timeout;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(cap);
     // u64::MAX: not cut off; otherwise the last seq queued before the cut.
     let cut = Arc::new(AtomicU64::new(u64::MAX));

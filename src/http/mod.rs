@@ -24,13 +24,13 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use actix_web::dev::Service;
+use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{web, App, HttpMessage, HttpServer};
 use dashmap::DashMap;
-use ordo_actors::{Engine, EngineConfig};
+use ordo_actors::Engine;
 
-use crate::config::Settings;
+use crate::config::{EngineSettings, FeedSettings, RequestSettings, ServerSettings, Settings};
 use caller::{Tokens, TraceId};
 use error::{ApiError, ProblemType};
 
@@ -40,7 +40,11 @@ pub struct AppState {
     pub engine: OnceLock<Engine>,
     /// Set once the webhook deliveries have started (right after recovery).
     pub webhooks: OnceLock<Arc<webhooks::Webhooks>>,
-    pub settings: Settings,
+    /// What every request is held to (body size, idempotency retention): the
+    /// `requests` subtree of the settings, all the handlers read of them.
+    pub settings: RequestSettings,
+    /// The live feed's buffer, heartbeat and slow-reader timeout.
+    pub feed: FeedSettings,
     pub tokens: Tokens,
     pub limiter: Option<ratelimit::RateLimiter>,
     pub metrics: metrics::HttpMetrics,
@@ -53,17 +57,21 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(settings: Settings) -> AppState {
+    pub fn new(settings: &Settings) -> AppState {
         AppState {
             engine: OnceLock::new(),
             webhooks: OnceLock::new(),
-            tokens: Tokens::new(&settings.tokens),
-            limiter: ratelimit::RateLimiter::new(settings.rate_limit, settings.rate_burst),
+            settings: settings.requests.clone(),
+            feed: settings.feed.clone(),
+            tokens: Tokens::new(&settings.auth.tokens),
+            limiter: ratelimit::RateLimiter::new(
+                settings.rate_limit.per_second,
+                settings.rate_limit.burst,
+            ),
             metrics: metrics::HttpMetrics::default(),
             idem_locks: DashMap::new(),
             stopping: std::sync::atomic::AtomicBool::new(false),
             shutdown: tokio::sync::Notify::new(),
-            settings,
         }
     }
 
@@ -89,17 +97,6 @@ impl AppState {
     }
 }
 
-fn engine_config(s: &Settings) -> EngineConfig {
-    EngineConfig {
-        data_dir: s.data_dir.clone(),
-        durability: s.durability,
-        reservation_ttl: s.reservation_ttl,
-        sku_mailbox: s.sku_mailbox,
-        workers: s.actor_threads,
-        ..EngineConfig::default()
-    }
-}
-
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
 
@@ -107,18 +104,20 @@ const TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
 fn build_server(
     state: web::Data<AppState>,
     listener: std::net::TcpListener,
+    server: &ServerSettings,
 ) -> std::io::Result<actix_web::dev::Server> {
-    let workers = state.settings.http_workers;
-    let shutdown = state.settings.shutdown_timeout.as_secs().max(1);
+    let shutdown = server.shutdown_timeout.as_secs().max(1);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
-            .app_data(web::PathConfig::default().error_handler(|e, _| {
-                ApiError::invalid(format!("bad path: {e}")).into()
-            }))
-            .app_data(web::QueryConfig::default().error_handler(|e, _| {
-                ApiError::invalid(format!("bad query: {e}")).into()
-            }))
+            .app_data(
+                web::PathConfig::default()
+                    .error_handler(|e, _| ApiError::invalid(format!("bad path: {e}")).into()),
+            )
+            .app_data(
+                web::QueryConfig::default()
+                    .error_handler(|e, _| ApiError::invalid(format!("bad query: {e}")).into()),
+            )
             .configure(handlers::register)
             .default_service(web::to(handlers::fallback))
             .wrap_fn(|req, srv| {
@@ -130,43 +129,12 @@ fn build_server(
                     // Handlers and extractors answer their errors as responses; an `Err`
                     // here is actix's own and is answered by it.
                     let mut res = fut.await?;
-                    let took = start.elapsed();
-                    let route = res
-                        .request()
-                        .match_pattern()
-                        .unwrap_or_else(|| "unmatched".into());
-                    let status = res.status();
-                    let mut closing = false;
-                    if let Some(state) = res.request().app_data::<web::Data<AppState>>() {
-                        state
-                            .metrics
-                            .record(&route, res.request().method(), status, took);
-                        closing = state.stopping.load(std::sync::atomic::Ordering::Acquire);
-                    }
-                    if closing {
-                        // Shutting down: tell keep-alive clients to go away.
-                        res.response_mut()
-                            .head_mut()
-                            .set_connection_type(actix_web::http::ConnectionType::Close);
-                    }
-                    if status.is_server_error() {
-                        tracing::warn!(trace_id = %trace, method = %res.request().method(), path = res.request().path(), status = status.as_u16(), took_us = took.as_micros() as u64, "request failed");
-                    } else {
-                        tracing::debug!(trace_id = %trace, method = %res.request().method(), path = res.request().path(), status = status.as_u16(), took_us = took.as_micros() as u64, "request");
-                    }
-                    let span: u64 = rand::random::<u64>() | 1;
-                    let h = res.headers_mut();
-                    if let Ok(v) = HeaderValue::from_str(&format!("00-{trace}-{span:016x}-01")) {
-                        h.insert(TRACEPARENT, v);
-                    }
-                    if let Ok(v) = HeaderValue::from_str(&trace) {
-                        h.insert(TRACE_ID, v);
-                    }
+                    observe(&mut res, &trace, start.elapsed());
                     Ok::<_, actix_web::Error>(res)
                 }
             })
     })
-    .workers(workers)
+    .workers(server.http_workers)
     .backlog(4096)
     .max_connections(25_000)
     .shutdown_timeout(shutdown)
@@ -176,47 +144,71 @@ fn build_server(
     Ok(server)
 }
 
+/// Every response: counted in the metrics, logged, given its trace headers; and told to
+/// close its connection once shutdown has begun.
+fn observe<B>(res: &mut ServiceResponse<B>, trace: &str, took: Duration) {
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".into());
+    let status = res.status();
+    let mut closing = false;
+    if let Some(state) = res.request().app_data::<web::Data<AppState>>() {
+        state
+            .metrics
+            .record(&route, res.request().method(), status, took);
+        closing = state.stopping.load(std::sync::atomic::Ordering::Acquire);
+    }
+    if closing {
+        // Shutting down: tell keep-alive clients to go away.
+        res.response_mut()
+            .head_mut()
+            .set_connection_type(actix_web::http::ConnectionType::Close);
+    }
+    let (method, path) = (res.request().method(), res.request().path());
+    let took_us = took.as_micros() as u64;
+    if status.is_server_error() {
+        tracing::warn!(trace_id = %trace, %method, path, status = status.as_u16(), took_us, "request failed");
+    } else {
+        tracing::debug!(trace_id = %trace, %method, path, status = status.as_u16(), took_us, "request");
+    }
+    let span: u64 = rand::random::<u64>() | 1;
+    let h = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("00-{trace}-{span:016x}-01")) {
+        h.insert(TRACEPARENT, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(trace) {
+        h.insert(TRACE_ID, v);
+    }
+}
+
 /// Binds, recovers, serves until SIGTERM/SIGINT, shuts down cleanly.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     settings.check_bind()?;
-    let listener = std::net::TcpListener::bind(settings.listen)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
+    let listen = settings.server.listen;
+    let listener = std::net::TcpListener::bind(listen)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let addr: SocketAddr = listener.local_addr()?;
-    if settings.tokens.is_empty() {
+    if settings.auth.is_open() {
         tracing::warn!(
             "no auth tokens configured: every request is allowed (loopback only); set --auth-tokens to require tokens"
         );
     }
-    let state = web::Data::new(AppState::new(settings));
-    let server = build_server(state.clone(), listener)?;
+    let state = web::Data::new(AppState::new(&settings));
+    let server = build_server(state.clone(), listener, &settings.server)?;
     let handle = server.handle();
-    tracing::info!(%addr, durability = %state.settings.durability, data_dir = %state.settings.data_dir.display(), "listening; recovering the event log");
+    tracing::info!(%addr, durability = %settings.engine.durability, data_dir = %settings.engine.data_dir.display(), "listening; recovering the event log");
     let server_task = actix_web::rt::spawn(server);
 
-    // Recovery on a blocking thread, so /readyz answers 503 meanwhile.
-    let cfg = engine_config(&state.settings);
     let started = Instant::now();
-    let engine = match web::block(move || Engine::open(cfg)).await {
-        Ok(Ok(e)) => e,
-        Ok(Err(e)) => {
-            handle.stop(false).await;
-            return Err(anyhow::anyhow!("cannot open the engine: {e}"));
-        }
+    let engine = match recover(&settings.engine).await {
+        Ok(engine) => engine,
         Err(e) => {
             handle.stop(false).await;
-            return Err(anyhow::anyhow!("recovery thread failed: {e}"));
+            return Err(e);
         }
     };
-    let hooks = webhooks::Webhooks::start(
-        engine.clone(),
-        webhooks::WebhookConfig {
-            max_attempts: state.settings.webhook_max_attempts,
-            timeout: state.settings.webhook_timeout,
-            backoff_base: state.settings.webhook_backoff,
-            backoff_max: state.settings.webhook_backoff_max,
-            ca_file: state.settings.webhook_ca_file.clone(),
-        },
-    )?;
+    let hooks = webhooks::Webhooks::start(engine.clone(), (&settings.webhooks).into())?;
     let _ = state.webhooks.set(hooks);
     let _ = state.engine.set(engine.clone());
     tracing::info!(%addr, recovered_in_ms = started.elapsed().as_millis() as u64, "ready");
@@ -235,6 +227,16 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     engine.shutdown().await?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Opens the engine (recovery) on a blocking thread, so `/readyz` answers 503 meanwhile.
+async fn recover(settings: &EngineSettings) -> anyhow::Result<Engine> {
+    let cfg = settings.into();
+    match web::block(move || Engine::open(cfg)).await {
+        Ok(Ok(engine)) => Ok(engine),
+        Ok(Err(e)) => Err(anyhow::anyhow!("cannot open the engine: {e}")),
+        Err(e) => Err(anyhow::anyhow!("recovery thread failed: {e}")),
+    }
 }
 
 /// Sweeps expired idempotency records and idle rate-limit buckets.
