@@ -4,9 +4,17 @@
 //! blocking thread; handlers reach the engine through a `OnceLock` that is filled when
 //! recovery ends. Errors are mapped to problem+json in one place ([`error`]).
 //!
-//! Shutdown (SIGTERM/SIGINT): stop accepting, let in-flight requests finish (up to the
-//! shutdown timeout), then the engine's own shutdown: checkpoint (snapshots + log
-//! position), flush the journal, stop the actors; exit 0.
+//! Shutdown (SIGTERM/SIGINT), in order ([`Running::shutdown`]):
+//! 1. stop accepting connections; writes are refused (503) from now on;
+//! 2. live feeds (SSE) and webhook deliveries end — each finishes the step it is in —
+//!    and are waited for;
+//! 3. in-flight requests finish (up to the shutdown timeout);
+//! 4. housekeeping stops and is waited for;
+//! 5. the engine's own shutdown: checkpoint (snapshots + log position), flush the
+//!    journal, stop the actors; exit 0.
+//!
+//! The background tasks of steps 2 and 4 are tracked by [`shutdown::Shutdown`] stages,
+//! so nothing still reads or writes the store when the engine stops.
 
 pub mod answer;
 pub mod caller;
@@ -33,6 +41,7 @@ use ordo_actors::Engine;
 use crate::config::{EngineSettings, FeedSettings, RequestSettings, ServerSettings, Settings};
 use caller::{Tokens, TraceId};
 use error::{ApiError, ProblemType};
+use shutdown::Shutdown;
 
 /// What every handler shares.
 pub struct AppState {
@@ -50,10 +59,10 @@ pub struct AppState {
     pub metrics: metrics::HttpMetrics,
     /// One async mutex per Idempotency-Key being worked on (see [`idempotency`]).
     pub idem_locks: DashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>>,
-    /// Set when shutdown begins: writes are refused from then on.
-    pub stopping: std::sync::atomic::AtomicBool,
-    /// Wakes long-lived streams (the live feed) so they end when shutdown begins.
-    pub shutdown: tokio::sync::Notify,
+    /// The first shutdown stage. Once triggered, writes are refused and keep-alive
+    /// connections closed; the live feeds and webhook deliveries it tracks end, and
+    /// shutdown waits for them before the engine stops.
+    pub shutdown: Shutdown,
 }
 
 impl AppState {
@@ -70,14 +79,13 @@ impl AppState {
             ),
             metrics: metrics::HttpMetrics::default(),
             idem_locks: DashMap::new(),
-            stopping: std::sync::atomic::AtomicBool::new(false),
-            shutdown: tokio::sync::Notify::new(),
+            shutdown: Shutdown::new(),
         }
     }
 
     /// The engine, or 503 while it recovers (or after it stopped).
     pub fn engine(&self) -> Result<Engine, ApiError> {
-        if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+        if self.shutdown.is_triggered() {
             return Err(ApiError::new(ProblemType::Unavailable, "shutting down").retry_after(1));
         }
         match self.engine.get() {
@@ -157,7 +165,7 @@ fn observe<B>(res: &mut ServiceResponse<B>, trace: &str, took: Duration) {
         state
             .metrics
             .record(&route, res.request().method(), status, took);
-        closing = state.stopping.load(std::sync::atomic::Ordering::Acquire);
+        closing = state.shutdown.is_triggered();
     }
     if closing {
         // Shutting down: tell keep-alive clients to go away.
@@ -208,25 +216,31 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             return Err(e);
         }
     };
-    let hooks = webhooks::Webhooks::start(engine.clone(), (&settings.webhooks).into())?;
+    let hooks = webhooks::Webhooks::start(
+        engine.clone(),
+        (&settings.webhooks).into(),
+        state.shutdown.clone(),
+    )?;
     let _ = state.webhooks.set(hooks);
     let _ = state.engine.set(engine.clone());
+    let housekeeping = Shutdown::new();
+    spawn_housekeeping(state.clone(), &housekeeping);
+    // Listening from before `ready`, so a signal sent as soon as that line is seen is
+    // not lost.
+    let stop = StopSignal::listen();
     tracing::info!(%addr, recovered_in_ms = started.elapsed().as_millis() as u64, "ready");
 
-    spawn_housekeeping(state.clone());
-
-    wait_for_signal().await;
-    tracing::info!("shutting down: no new connections; finishing in-flight requests");
-    state
-        .stopping
-        .store(true, std::sync::atomic::Ordering::Release);
-    state.shutdown.notify_waiters();
-    handle.stop(true).await;
-    let _ = server_task.await;
-    tracing::info!("requests finished; checkpointing and flushing the journal");
-    engine.shutdown().await?;
-    tracing::info!("stopped cleanly");
-    Ok(())
+    stop.received().await;
+    Running {
+        state,
+        engine,
+        handle,
+        server_task,
+        housekeeping,
+        limit: settings.server.shutdown_timeout,
+    }
+    .shutdown()
+    .await
 }
 
 /// Opens the engine (recovery) on a blocking thread, so `/readyz` answers 503 meanwhile.
@@ -239,64 +253,147 @@ async fn recover(settings: &EngineSettings) -> anyhow::Result<Engine> {
     }
 }
 
-/// Sweeps expired idempotency records and idle rate-limit buckets.
-fn spawn_housekeeping(state: web::Data<AppState>) {
-    actix_web::rt::spawn(async move {
+/// A server that is up, with everything its shutdown must stop.
+struct Running {
+    state: web::Data<AppState>,
+    engine: Engine,
+    handle: actix_web::dev::ServerHandle,
+    server_task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The second stage: housekeeping, stopped once no request can need it.
+    housekeeping: Shutdown,
+    /// `shutdown_timeout`: the bound of each wait below.
+    limit: Duration,
+}
+
+impl Running {
+    /// The shutdown sequence of the module docs, in order.
+    async fn shutdown(self) -> anyhow::Result<()> {
+        tracing::info!(
+            "shutting down: no new connections; ending live feeds and webhook deliveries"
+        );
+        // 1. Writes refused from here on; no new connections. The server's stop
+        //    command goes out now; its future resolves when in-flight requests are done.
+        self.state.shutdown.trigger();
+        let requests_done = self.handle.stop(true);
+        // 2. Live feeds and webhook deliveries (open feeds are in-flight requests: they
+        //    must end before step 3 can).
+        if !self.state.shutdown.drain(self.limit).await {
+            tracing::warn!(
+                still_running = self.state.shutdown.running(),
+                "live feeds or webhook deliveries did not stop in time; going on"
+            );
+        }
+        // 3. In-flight requests (actix bounds the wait by the shutdown timeout).
+        tracing::info!("finishing in-flight requests");
+        requests_done.await;
+        match self.server_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the HTTP server stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "the HTTP server task failed"),
+        }
+        // 4. Housekeeping.
+        if !self.housekeeping.drain(self.limit).await {
+            tracing::warn!("housekeeping did not stop in time; going on");
+        }
+        // 5. The engine.
+        tracing::info!("requests finished; checkpointing and flushing the journal");
+        self.engine.shutdown().await?;
+        tracing::info!("stopped cleanly");
+        Ok(())
+    }
+}
+
+/// Sweeps idle rate-limit buckets every minute and expired idempotency records every
+/// ten, until `stage` is triggered; a sweep under way is finished first.
+fn spawn_housekeeping(state: web::Data<AppState>, stage: &Shutdown) {
+    let stop = stage.clone();
+    actix_web::rt::spawn(stage.track(async move {
         let mut tick = actix_web::rt::time::interval(Duration::from_secs(60));
         let mut n: u64 = 0;
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.triggered() => return,
+            }
             n += 1;
             if let Some(l) = &state.limiter {
                 l.sweep();
             }
             if n.is_multiple_of(10) {
                 if let Some(engine) = state.engine.get().cloned() {
-                    let scan = engine.clone();
-                    let swept = match web::block(move || scan.expired_idempotency(100_000)).await {
-                        Ok(Ok(keys)) => {
-                            let n = keys.len();
-                            engine.expire_idempotency(keys).await.map(|()| n)
-                        }
-                        Ok(Err(e)) => Err(e),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "idempotency sweep did not run");
-                            Ok(0)
-                        }
-                    };
-                    match swept {
-                        Ok(n) if n > 0 => tracing::debug!(n, "expired idempotency keys removed"),
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "idempotency sweep failed"),
-                    }
+                    sweep_idempotency(engine).await;
                 }
             }
         }
-    });
+    }));
 }
 
-async fn wait_for_signal() {
+async fn sweep_idempotency(engine: Engine) {
+    let scan = engine.clone();
+    let swept = match web::block(move || scan.expired_idempotency(100_000)).await {
+        Ok(Ok(keys)) => {
+            let n = keys.len();
+            engine.expire_idempotency(keys).await.map(|()| n)
+        }
+        Ok(Err(e)) => Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "idempotency sweep did not run");
+            Ok(0)
+        }
+    };
+    match swept {
+        Ok(n) if n > 0 => tracing::debug!(n, "expired idempotency keys removed"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "idempotency sweep failed"),
+    }
+}
+
+/// SIGTERM or SIGINT (Ctrl-C where there are no Unix signals).
+struct StopSignal {
     #[cfg(unix)]
-    {
+    unix: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+#[cfg(unix)]
+impl StopSignal {
+    /// Starts listening: a signal that arrives from now on is kept until
+    /// [`StopSignal::received`].
+    fn listen() -> StopSignal {
         use tokio::signal::unix::{signal, SignalKind};
         match (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
         ) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM"),
-                    _ = int.recv() => tracing::info!("SIGINT"),
-                }
-            }
+            (Ok(term), Ok(int)) => StopSignal {
+                unix: Some((term, int)),
+            },
             _ => {
                 tracing::warn!("cannot install signal handlers; waiting for Ctrl-C");
+                StopSignal { unix: None }
+            }
+        }
+    }
+
+    async fn received(self) {
+        match self.unix {
+            Some((mut term, mut int)) => tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM"),
+                _ = int.recv() => tracing::info!("SIGINT"),
+            },
+            None => {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
     }
-    #[cfg(not(unix))]
-    {
+}
+
+#[cfg(not(unix))]
+impl StopSignal {
+    fn listen() -> StopSignal {
+        StopSignal {}
+    }
+
+    async fn received(self) {
         let _ = tokio::signal::ctrl_c().await;
     }
 }
