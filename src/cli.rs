@@ -64,7 +64,7 @@ pub fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
         Command::Serve(args) => {
             let settings = crate::config::Settings::load(&args)?;
-            crate::telemetry::init(settings.log_format);
+            crate::telemetry::init(settings.server.log_format);
             actix_web::rt::System::new().block_on(crate::http::serve(settings))?;
             Ok(0)
         }

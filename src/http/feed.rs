@@ -7,6 +7,10 @@
 //! event carrying that seq as `resume_after`, and the stream ends — the server never
 //! buffers without bound. Reconnecting with `Last-Event-ID` (or `?after=`) resumes with
 //! no gap and no repeat.
+//!
+//! Shutdown: the producers are tracked by the server's first shutdown stage and end
+//! when it is triggered (the stream then simply ends; the reader resumes elsewhere or
+//! later with `Last-Event-ID`), so an open feed never holds the server up.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
@@ -58,22 +62,22 @@ pub async fn live_events(
             .ok_or_else(|| ApiError::invalid("Last-Event-ID must be a seq (a number)"))?,
         None => q.after.unwrap_or(0),
     };
-    let cap = state.settings.sse_buffer;
-    let heartbeat = state.settings.sse_heartbeat;
-    let slow = state.settings.sse_slow_timeout;
+    let cap = state.feed.buffer;
+    let heartbeat = state.feed.heartbeat;
+    let slow = state.feed.slow_timeout;
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(cap);
     // u64::MAX: not cut off; otherwise the last seq queued before the cut.
     let cut = Arc::new(AtomicU64::new(u64::MAX));
     let cut_w = cut.clone();
     let st = state.clone();
     st.metrics.sse_readers.fetch_add(1, Relaxed);
-    actix_web::rt::spawn(async move {
+    actix_web::rt::spawn(state.shutdown.track(async move {
         follow(&st, &engine, tx, start, heartbeat, slow, &cut_w).await;
         if cut_w.load(Relaxed) != u64::MAX {
             st.metrics.sse_cutoffs.fetch_add(1, Relaxed);
         }
         st.metrics.sse_readers.fetch_sub(1, Relaxed);
-    });
+    }));
     let body = futures::stream::unfold((rx, cut, false), |(mut rx, cut, finished)| async move {
         if finished {
             return None;
@@ -114,7 +118,7 @@ async fn follow(
     let mut watch = journal.subscribe();
     let mut cursor = start;
     loop {
-        if state.stopping.load(Relaxed) {
+        if state.shutdown.is_triggered() {
             return; // the server is shutting down: end the stream
         }
         let durable = journal.durable_seq();
@@ -136,7 +140,11 @@ async fn follow(
                 );
                 // A full buffer is fine for a moment (the reader is busy); full for
                 // longer than `slow` means the reader cannot keep up: cut it off.
-                match tx.send_timeout(Bytes::from(frame), slow).await {
+                let sent = tokio::select! {
+                    sent = tx.send_timeout(Bytes::from(frame), slow) => sent,
+                    _ = state.shutdown.triggered() => return,
+                };
+                match sent {
                     Ok(()) => cursor = r.seq,
                     Err(tokio::sync::mpsc::error::SendTimeoutError::Timeout(_)) => {
                         cut.store(cursor, Relaxed);
@@ -150,7 +158,7 @@ async fn follow(
         tokio::select! {
             _ = watch.changed() => {}
             _ = tx.closed() => return,
-            _ = state.shutdown.notified() => return,
+            _ = state.shutdown.triggered() => return,
             _ = tokio::time::sleep(heartbeat) => {
                 match tx.try_send(Bytes::from_static(b": heartbeat\n\n")) {
                     Ok(()) => {}

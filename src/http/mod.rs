@@ -4,9 +4,17 @@
 //! blocking thread; handlers reach the engine through a `OnceLock` that is filled when
 //! recovery ends. Errors are mapped to problem+json in one place ([`error`]).
 //!
-//! Shutdown (SIGTERM/SIGINT): stop accepting, let in-flight requests finish (up to the
-//! shutdown timeout), then the engine's own shutdown: checkpoint (snapshots + log
-//! position), flush the journal, stop the actors; exit 0.
+//! Shutdown (SIGTERM/SIGINT), in order ([`Running::shutdown`]):
+//! 1. stop accepting connections; writes are refused (503) from now on;
+//! 2. live feeds (SSE) and webhook deliveries end — each finishes the step it is in —
+//!    and are waited for;
+//! 3. in-flight requests finish (up to the shutdown timeout);
+//! 4. housekeeping stops and is waited for;
+//! 5. the engine's own shutdown: checkpoint (snapshots + log position), flush the
+//!    journal, stop the actors; exit 0.
+//!
+//! The background tasks of steps 2 and 4 are tracked by [`shutdown::Shutdown`] stages,
+//! so nothing still reads or writes the store when the engine stops.
 
 pub mod answer;
 pub mod bodies;
@@ -22,21 +30,23 @@ pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
+pub mod shutdown;
 pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use actix_web::dev::Service;
+use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{web, App, HttpMessage, HttpServer};
 use dashmap::DashMap;
-use ordo_engine::{Engine, EngineConfig};
+use ordo_engine::Engine;
 
-use crate::config::Settings;
+use crate::config::{EngineSettings, FeedSettings, RequestSettings, ServerSettings, Settings};
 use caller::{Tokens, TraceId};
 use error::{ApiError, ProblemType};
+use shutdown::Shutdown;
 
 /// What every handler shares.
 pub struct AppState {
@@ -44,36 +54,43 @@ pub struct AppState {
     pub engine: OnceLock<Engine>,
     /// Set once the webhook deliveries have started (right after recovery).
     pub webhooks: OnceLock<Arc<webhooks::Webhooks>>,
-    pub settings: Settings,
+    /// What every request is held to (body size, idempotency retention): the
+    /// `requests` subtree of the settings, all the handlers read of them.
+    pub settings: RequestSettings,
+    /// The live feed's buffer, heartbeat and slow-reader timeout.
+    pub feed: FeedSettings,
     pub tokens: Tokens,
     pub limiter: Option<ratelimit::RateLimiter>,
     pub metrics: metrics::HttpMetrics,
     /// One async mutex per Idempotency-Key being worked on (see [`idempotency`]).
     pub idem_locks: DashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>>,
-    /// Set when shutdown begins: writes are refused from then on.
-    pub stopping: std::sync::atomic::AtomicBool,
-    /// Wakes long-lived streams (the live feed) so they end when shutdown begins.
-    pub shutdown: tokio::sync::Notify,
+    /// The first shutdown stage. Once triggered, writes are refused and keep-alive
+    /// connections closed; the live feeds and webhook deliveries it tracks end, and
+    /// shutdown waits for them before the engine stops.
+    pub shutdown: Shutdown,
 }
 
 impl AppState {
-    pub fn new(settings: Settings) -> AppState {
+    pub fn new(settings: &Settings) -> AppState {
         AppState {
             engine: OnceLock::new(),
             webhooks: OnceLock::new(),
-            tokens: Tokens::new(&settings.tokens),
-            limiter: ratelimit::RateLimiter::new(settings.rate_limit, settings.rate_burst),
+            settings: settings.requests.clone(),
+            feed: settings.feed.clone(),
+            tokens: Tokens::new(&settings.auth.tokens),
+            limiter: ratelimit::RateLimiter::new(
+                settings.rate_limit.per_second,
+                settings.rate_limit.burst,
+            ),
             metrics: metrics::HttpMetrics::default(),
             idem_locks: DashMap::new(),
-            stopping: std::sync::atomic::AtomicBool::new(false),
-            shutdown: tokio::sync::Notify::new(),
-            settings,
+            shutdown: Shutdown::new(),
         }
     }
 
     /// The engine, or 503 while it recovers (or after it stopped).
     pub fn engine(&self) -> Result<Engine, ApiError> {
-        if self.stopping.load(std::sync::atomic::Ordering::Acquire) {
+        if self.shutdown.is_triggered() {
             return Err(ApiError::new(ProblemType::Unavailable, "shutting down").retry_after(1));
         }
         match self.engine.get() {
@@ -93,17 +110,6 @@ impl AppState {
     }
 }
 
-fn engine_config(s: &Settings) -> EngineConfig {
-    EngineConfig {
-        data_dir: s.data_dir.clone(),
-        durability: s.durability,
-        reservation_ttl: s.reservation_ttl,
-        sku_mailbox: s.sku_mailbox,
-        workers: s.actor_threads,
-        ..EngineConfig::default()
-    }
-}
-
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
 
@@ -111,18 +117,20 @@ const TRACE_ID: HeaderName = HeaderName::from_static("x-trace-id");
 fn build_server(
     state: web::Data<AppState>,
     listener: std::net::TcpListener,
+    server: &ServerSettings,
 ) -> std::io::Result<actix_web::dev::Server> {
-    let workers = state.settings.http_workers;
-    let shutdown = state.settings.shutdown_timeout.as_secs().max(1);
+    let shutdown = server.shutdown_timeout.as_secs().max(1);
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
-            .app_data(web::PathConfig::default().error_handler(|e, _| {
-                ApiError::invalid(format!("bad path: {e}")).into()
-            }))
-            .app_data(web::QueryConfig::default().error_handler(|e, _| {
-                ApiError::invalid(format!("bad query: {e}")).into()
-            }))
+            .app_data(
+                web::PathConfig::default()
+                    .error_handler(|e, _| ApiError::invalid(format!("bad path: {e}")).into()),
+            )
+            .app_data(
+                web::QueryConfig::default()
+                    .error_handler(|e, _| ApiError::invalid(format!("bad query: {e}")).into()),
+            )
             .configure(routes::register)
             .default_service(web::to(routes::fallback))
             .wrap_fn(|req, srv| {
@@ -134,43 +142,12 @@ fn build_server(
                     // Handlers and extractors answer their errors as responses; an `Err`
                     // here is actix's own and is answered by it.
                     let mut res = fut.await?;
-                    let took = start.elapsed();
-                    let route = res
-                        .request()
-                        .match_pattern()
-                        .unwrap_or_else(|| "unmatched".into());
-                    let status = res.status();
-                    let mut closing = false;
-                    if let Some(state) = res.request().app_data::<web::Data<AppState>>() {
-                        state
-                            .metrics
-                            .record(&route, res.request().method(), status, took);
-                        closing = state.stopping.load(std::sync::atomic::Ordering::Acquire);
-                    }
-                    if closing {
-                        // Shutting down: tell keep-alive clients to go away.
-                        res.response_mut()
-                            .head_mut()
-                            .set_connection_type(actix_web::http::ConnectionType::Close);
-                    }
-                    if status.is_server_error() {
-                        tracing::warn!(trace_id = %trace, method = %res.request().method(), path = res.request().path(), status = status.as_u16(), took_us = took.as_micros() as u64, "request failed");
-                    } else {
-                        tracing::debug!(trace_id = %trace, method = %res.request().method(), path = res.request().path(), status = status.as_u16(), took_us = took.as_micros() as u64, "request");
-                    }
-                    let span: u64 = rand::random::<u64>() | 1;
-                    let h = res.headers_mut();
-                    if let Ok(v) = HeaderValue::from_str(&format!("00-{trace}-{span:016x}-01")) {
-                        h.insert(TRACEPARENT, v);
-                    }
-                    if let Ok(v) = HeaderValue::from_str(&trace) {
-                        h.insert(TRACE_ID, v);
-                    }
+                    observe(&mut res, &trace, start.elapsed());
                     Ok::<_, actix_web::Error>(res)
                 }
             })
     })
-    .workers(workers)
+    .workers(server.http_workers)
     .backlog(4096)
     .max_connections(25_000)
     .shutdown_timeout(shutdown)
@@ -180,125 +157,248 @@ fn build_server(
     Ok(server)
 }
 
+/// Every response: counted in the metrics, logged, given its trace headers; and told to
+/// close its connection once shutdown has begun.
+fn observe<B>(res: &mut ServiceResponse<B>, trace: &str, took: Duration) {
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".into());
+    let status = res.status();
+    let mut closing = false;
+    if let Some(state) = res.request().app_data::<web::Data<AppState>>() {
+        state
+            .metrics
+            .record(&route, res.request().method(), status, took);
+        closing = state.shutdown.is_triggered();
+    }
+    if closing {
+        // Shutting down: tell keep-alive clients to go away.
+        res.response_mut()
+            .head_mut()
+            .set_connection_type(actix_web::http::ConnectionType::Close);
+    }
+    let (method, path) = (res.request().method(), res.request().path());
+    let took_us = took.as_micros() as u64;
+    if status.is_server_error() {
+        tracing::warn!(trace_id = %trace, %method, path, status = status.as_u16(), took_us, "request failed");
+    } else {
+        tracing::debug!(trace_id = %trace, %method, path, status = status.as_u16(), took_us, "request");
+    }
+    let span: u64 = rand::random::<u64>() | 1;
+    let h = res.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("00-{trace}-{span:016x}-01")) {
+        h.insert(TRACEPARENT, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(trace) {
+        h.insert(TRACE_ID, v);
+    }
+}
+
 /// Binds, recovers, serves until SIGTERM/SIGINT, shuts down cleanly.
 pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     settings.check_bind()?;
-    let listener = std::net::TcpListener::bind(settings.listen)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", settings.listen))?;
+    let listen = settings.server.listen;
+    let listener = std::net::TcpListener::bind(listen)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
     let addr: SocketAddr = listener.local_addr()?;
-    if settings.tokens.is_empty() {
+    if settings.auth.is_open() {
         tracing::warn!(
             "no auth tokens configured: every request is allowed (loopback only); set --auth-tokens to require tokens"
         );
     }
-    let state = web::Data::new(AppState::new(settings));
-    let server = build_server(state.clone(), listener)?;
+    let state = web::Data::new(AppState::new(&settings));
+    let server = build_server(state.clone(), listener, &settings.server)?;
     let handle = server.handle();
-    tracing::info!(%addr, durability = %state.settings.durability, data_dir = %state.settings.data_dir.display(), "listening; recovering the event log");
+    tracing::info!(%addr, durability = %settings.engine.durability, data_dir = %settings.engine.data_dir.display(), "listening; recovering the event log");
     let server_task = actix_web::rt::spawn(server);
 
-    // Recovery on a blocking thread, so /readyz answers 503 meanwhile.
-    let cfg = engine_config(&state.settings);
     let started = Instant::now();
-    let engine = match web::block(move || Engine::open(cfg)).await {
-        Ok(Ok(e)) => e,
-        Ok(Err(e)) => {
-            handle.stop(false).await;
-            return Err(anyhow::anyhow!("cannot open the engine: {e}"));
-        }
+    let engine = match recover(&settings.engine).await {
+        Ok(engine) => engine,
         Err(e) => {
             handle.stop(false).await;
-            return Err(anyhow::anyhow!("recovery thread failed: {e}"));
+            return Err(e);
         }
     };
     let hooks = webhooks::Webhooks::start(
         engine.clone(),
-        webhooks::WebhookConfig {
-            max_attempts: state.settings.webhook_max_attempts,
-            timeout: state.settings.webhook_timeout,
-            backoff_base: state.settings.webhook_backoff,
-            backoff_max: state.settings.webhook_backoff_max,
-            ca_file: state.settings.webhook_ca_file.clone(),
-        },
+        (&settings.webhooks).into(),
+        state.shutdown.clone(),
     )?;
     let _ = state.webhooks.set(hooks);
     let _ = state.engine.set(engine.clone());
+    let housekeeping = Shutdown::new();
+    spawn_housekeeping(state.clone(), &housekeeping);
+    // Listening from before `ready`, so a signal sent as soon as that line is seen is
+    // not lost.
+    let stop = StopSignal::listen();
     tracing::info!(%addr, recovered_in_ms = started.elapsed().as_millis() as u64, "ready");
 
-    spawn_housekeeping(state.clone());
-
-    wait_for_signal().await;
-    tracing::info!("shutting down: no new connections; finishing in-flight requests");
-    state
-        .stopping
-        .store(true, std::sync::atomic::Ordering::Release);
-    state.shutdown.notify_waiters();
-    handle.stop(true).await;
-    let _ = server_task.await;
-    tracing::info!("requests finished; checkpointing and flushing the journal");
-    engine.shutdown().await?;
-    tracing::info!("stopped cleanly");
-    Ok(())
+    stop.received().await;
+    Running {
+        state,
+        engine,
+        handle,
+        server_task,
+        housekeeping,
+        limit: settings.server.shutdown_timeout,
+    }
+    .shutdown()
+    .await
 }
 
-/// Sweeps expired idempotency records and idle rate-limit buckets.
-fn spawn_housekeeping(state: web::Data<AppState>) {
-    actix_web::rt::spawn(async move {
+/// Opens the engine (recovery) on a blocking thread, so `/readyz` answers 503 meanwhile.
+async fn recover(settings: &EngineSettings) -> anyhow::Result<Engine> {
+    let cfg = settings.into();
+    match web::block(move || Engine::open(cfg)).await {
+        Ok(Ok(engine)) => Ok(engine),
+        Ok(Err(e)) => Err(anyhow::anyhow!("cannot open the engine: {e}")),
+        Err(e) => Err(anyhow::anyhow!("recovery thread failed: {e}")),
+    }
+}
+
+/// A server that is up, with everything its shutdown must stop.
+struct Running {
+    state: web::Data<AppState>,
+    engine: Engine,
+    handle: actix_web::dev::ServerHandle,
+    server_task: tokio::task::JoinHandle<std::io::Result<()>>,
+    /// The second stage: housekeeping, stopped once no request can need it.
+    housekeeping: Shutdown,
+    /// `shutdown_timeout`: the bound of each wait below.
+    limit: Duration,
+}
+
+impl Running {
+    /// The shutdown sequence of the module docs, in order.
+    async fn shutdown(self) -> anyhow::Result<()> {
+        tracing::info!(
+            "shutting down: no new connections; ending live feeds and webhook deliveries"
+        );
+        // 1. Writes refused from here on; no new connections. The server's stop
+        //    command goes out now; its future resolves when in-flight requests are done.
+        self.state.shutdown.trigger();
+        let requests_done = self.handle.stop(true);
+        // 2. Live feeds and webhook deliveries (open feeds are in-flight requests: they
+        //    must end before step 3 can).
+        if !self.state.shutdown.drain(self.limit).await {
+            tracing::warn!(
+                still_running = self.state.shutdown.running(),
+                "live feeds or webhook deliveries did not stop in time; going on"
+            );
+        }
+        // 3. In-flight requests (actix bounds the wait by the shutdown timeout).
+        tracing::info!("finishing in-flight requests");
+        requests_done.await;
+        match self.server_task.await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "the HTTP server stopped with an error"),
+            Err(e) => tracing::warn!(error = %e, "the HTTP server task failed"),
+        }
+        // 4. Housekeeping.
+        if !self.housekeeping.drain(self.limit).await {
+            tracing::warn!("housekeeping did not stop in time; going on");
+        }
+        // 5. The engine.
+        tracing::info!("requests finished; checkpointing and flushing the journal");
+        self.engine.shutdown().await?;
+        tracing::info!("stopped cleanly");
+        Ok(())
+    }
+}
+
+/// Sweeps idle rate-limit buckets every minute and expired idempotency records every
+/// ten, until `stage` is triggered; a sweep under way is finished first.
+fn spawn_housekeeping(state: web::Data<AppState>, stage: &Shutdown) {
+    let stop = stage.clone();
+    actix_web::rt::spawn(stage.track(async move {
         let mut tick = actix_web::rt::time::interval(Duration::from_secs(60));
         let mut n: u64 = 0;
         loop {
-            tick.tick().await;
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.triggered() => return,
+            }
             n += 1;
             if let Some(l) = &state.limiter {
                 l.sweep();
             }
             if n.is_multiple_of(10) {
                 if let Some(engine) = state.engine.get().cloned() {
-                    let scan = engine.clone();
-                    let swept = match web::block(move || scan.expired_idempotency(100_000)).await {
-                        Ok(Ok(keys)) => {
-                            let n = keys.len();
-                            engine.expire_idempotency(keys).await.map(|()| n)
-                        }
-                        Ok(Err(e)) => Err(e),
-                        Err(e) => {
-                            tracing::warn!(error = %e, "idempotency sweep did not run");
-                            Ok(0)
-                        }
-                    };
-                    match swept {
-                        Ok(n) if n > 0 => tracing::debug!(n, "expired idempotency keys removed"),
-                        Ok(_) => {}
-                        Err(e) => tracing::warn!(error = %e, "idempotency sweep failed"),
-                    }
+                    sweep_idempotency(engine).await;
                 }
             }
         }
-    });
+    }));
 }
 
-async fn wait_for_signal() {
+async fn sweep_idempotency(engine: Engine) {
+    let scan = engine.clone();
+    let swept = match web::block(move || scan.expired_idempotency(100_000)).await {
+        Ok(Ok(keys)) => {
+            let n = keys.len();
+            engine.expire_idempotency(keys).await.map(|()| n)
+        }
+        Ok(Err(e)) => Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "idempotency sweep did not run");
+            Ok(0)
+        }
+    };
+    match swept {
+        Ok(n) if n > 0 => tracing::debug!(n, "expired idempotency keys removed"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "idempotency sweep failed"),
+    }
+}
+
+/// SIGTERM or SIGINT (Ctrl-C where there are no Unix signals).
+struct StopSignal {
     #[cfg(unix)]
-    {
+    unix: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+#[cfg(unix)]
+impl StopSignal {
+    /// Starts listening: a signal that arrives from now on is kept until
+    /// [`StopSignal::received`].
+    fn listen() -> StopSignal {
         use tokio::signal::unix::{signal, SignalKind};
         match (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
         ) {
-            (Ok(mut term), Ok(mut int)) => {
-                tokio::select! {
-                    _ = term.recv() => tracing::info!("SIGTERM"),
-                    _ = int.recv() => tracing::info!("SIGINT"),
-                }
-            }
+            (Ok(term), Ok(int)) => StopSignal {
+                unix: Some((term, int)),
+            },
             _ => {
                 tracing::warn!("cannot install signal handlers; waiting for Ctrl-C");
+                StopSignal { unix: None }
+            }
+        }
+    }
+
+    async fn received(self) {
+        match self.unix {
+            Some((mut term, mut int)) => tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM"),
+                _ = int.recv() => tracing::info!("SIGINT"),
+            },
+            None => {
                 let _ = tokio::signal::ctrl_c().await;
             }
         }
     }
-    #[cfg(not(unix))]
-    {
+}
+
+#[cfg(not(unix))]
+impl StopSignal {
+    fn listen() -> StopSignal {
+        StopSignal {}
+    }
+
+    async fn received(self) {
         let _ = tokio::signal::ctrl_c().await;
     }
 }

@@ -10,6 +10,12 @@
 //! where delivery stopped: an event whose delivery was under way when the process died is
 //! sent again (receivers recognise duplicates by `Ordo-Event-Seq`).
 //!
+//! Shutdown: the tasks run on the server's main runtime, tracked by its first shutdown
+//! stage. Once that is triggered a task finishes the attempt in flight (bounded by the
+//! delivery timeout), records its outcome, starts no retry and no new event, and ends;
+//! an event it had not finished is neither dead-lettered nor passed, so the next start
+//! sends it again.
+//!
 //! Signature: `Ordo-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
 //! A receiver recomputes the HMAC over the timestamp, a dot and the raw body with its
 //! secret, compares in constant time, and rejects timestamps too far from its clock.
@@ -28,6 +34,7 @@ use sha2::Sha256;
 use tokio::sync::Notify;
 
 use super::error::{ApiError, ProblemType};
+use super::shutdown::Shutdown;
 
 /// The event types of SPEC §1, the only ones a subscription may name.
 pub const EVENT_TYPES: [&str; 18] = [
@@ -176,6 +183,14 @@ pub struct Webhooks {
     cfg: WebhookConfig,
     client: reqwest::Client,
     subs: DashMap<String, Arc<Handle>>,
+    /// The server's first shutdown stage: every delivery task is tracked by it and ends
+    /// when it is triggered, so the store is no longer used when the engine stops.
+    shutdown: Shutdown,
+    /// The server's main runtime, where every delivery task runs — also those of
+    /// subscriptions created by a request. On an HTTP worker's runtime a task would be
+    /// dropped mid-delivery as soon as that worker went idle on shutdown, instead of
+    /// finishing its attempt.
+    runtime: tokio::runtime::Handle,
 }
 
 fn sub_key(id: &str) -> String {
@@ -250,7 +265,11 @@ fn validate(req: &CreateSubscription) -> Result<(), ApiError> {
 
 impl Webhooks {
     /// Loads the stored subscriptions and starts their delivery tasks.
-    pub fn start(engine: Engine, cfg: WebhookConfig) -> anyhow::Result<Arc<Webhooks>> {
+    pub fn start(
+        engine: Engine,
+        cfg: WebhookConfig,
+        shutdown: Shutdown,
+    ) -> anyhow::Result<Arc<Webhooks>> {
         let mut builder = reqwest::Client::builder()
             .timeout(cfg.timeout)
             .user_agent(concat!("ordo-webhooks/", env!("CARGO_PKG_VERSION")))
@@ -273,6 +292,9 @@ impl Webhooks {
             cfg,
             client,
             subs: DashMap::new(),
+            shutdown,
+            runtime: tokio::runtime::Handle::try_current()
+                .map_err(|e| anyhow::anyhow!("webhook delivery needs a runtime: {e}"))?,
         });
         let store = hooks.engine.store().clone();
         for (_, v) in store.scan_meta("webhook/sub/")? {
@@ -298,7 +320,13 @@ impl Webhooks {
     }
 
     fn spawn(self: Arc<Self>, h: Arc<Handle>) {
-        actix_web::rt::spawn(async move { self.worker(h).await });
+        let (stage, runtime) = (self.shutdown.clone(), self.runtime.clone());
+        runtime.spawn(stage.track(async move { self.worker(h).await }));
+    }
+
+    /// The server is shutting down: start nothing new.
+    fn stopping(&self) -> bool {
+        self.shutdown.is_triggered()
     }
 
     fn view(&self, h: &Handle) -> SubscriptionView {
@@ -460,14 +488,15 @@ impl Webhooks {
         let mut watch = journal.subscribe();
         let store = self.engine.store().clone();
         loop {
-            if h.deleted.load(Relaxed) {
+            if h.deleted.load(Relaxed) || self.stopping() {
                 return;
             }
-            if h.redrive.swap(false, Relaxed) {
-                self.redrive_now(&h).await;
-                if h.paused.swap(false, Relaxed) {
-                    let _ = store.delete_meta(&paused_key(&h.sub.id));
-                }
+            // A redrive cut short by shutdown leaves the subscription as it was.
+            if h.redrive.swap(false, Relaxed)
+                && self.redrive_now(&h).await
+                && h.paused.swap(false, Relaxed)
+            {
+                let _ = store.delete_meta(&paused_key(&h.sub.id));
             }
             let cursor = h.cursor.load(Relaxed);
             let durable = journal.durable_seq();
@@ -475,6 +504,7 @@ impl Webhooks {
                 tokio::select! {
                     _ = watch.changed() => {}
                     _ = h.wake.notified() => {}
+                    _ = self.shutdown.triggered() => return,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
                 continue;
@@ -495,7 +525,7 @@ impl Webhooks {
             };
             let mut written = cursor;
             for r in batch {
-                if r.seq > durable || h.deleted.load(Relaxed) {
+                if r.seq > durable || h.deleted.load(Relaxed) || self.stopping() {
                     break;
                 }
                 let wanted = h.sub.types.is_empty() || h.sub.types.contains(&r.event_type);
@@ -503,7 +533,8 @@ impl Webhooks {
                     match self.deliver(&h, &r).await {
                         Ok(()) => {}
                         Err((attempts, err)) => {
-                            if h.deleted.load(Relaxed) {
+                            if h.deleted.load(Relaxed) || self.stopping() {
+                                // Not passed and not dead-lettered: sent again next time.
                                 return;
                             }
                             let pause = h.sub.on_failure == OnFailure::Pause;
@@ -571,12 +602,16 @@ impl Webhooks {
         }
     }
 
-    async fn redrive_now(&self, h: &Handle) {
+    /// Delivers the dead letters again; `false` if shutdown cut that short.
+    async fn redrive_now(&self, h: &Handle) -> bool {
         let rows = match self.dead_letters(&h.sub.id) {
             Ok(r) => r,
-            Err(_) => return,
+            Err(_) => return true,
         };
         for d in rows {
+            if self.stopping() {
+                return false;
+            }
             let s = self.engine.store().clone();
             let rec = match actix_web::web::block(move || s.get_event(d.seq)).await {
                 Ok(Ok(Some(r))) => r,
@@ -594,9 +629,12 @@ impl Webhooks {
                         h.stats.dead_letters.fetch_sub(1, Relaxed);
                     }
                 }
+                // Interrupted by shutdown: the dead letter stays as it was.
+                Err(_) if self.stopping() => return false,
                 Err((attempts, err)) => self.dead_letter(h, &rec, d.attempts + attempts, &err),
             }
         }
+        true
     }
 
     /// Delivers one event with retries; `Err((attempts, last error))` after the last.
@@ -606,6 +644,9 @@ impl Webhooks {
         for attempt in 1..=self.cfg.max_attempts.max(1) {
             if h.deleted.load(Relaxed) {
                 return Err((attempt - 1, "subscription deleted".into()));
+            }
+            if self.stopping() {
+                return Err((attempt - 1, "shutting down".into()));
             }
             if attempt > 1 {
                 h.stats.retries.fetch_add(1, Relaxed);
@@ -643,6 +684,7 @@ impl Webhooks {
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = h.wake.notified() => {}
+                    _ = self.shutdown.triggered() => {}
                 }
             }
         }

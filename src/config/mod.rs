@@ -1,0 +1,353 @@
+//! `ordo serve` settings: one typed, nested tree ([`Settings`]), layered built-in
+//! defaults < the `--config` TOML file < `ORDO_*` environment variables < command-line
+//! flags.
+//!
+//! The three sources spell the same flat keys (`--reservation-ttl`,
+//! `ORDO_RESERVATION_TTL`, `reservation_ttl = "5m"`), so they share one flat layer type,
+//! [`ServeArgs`]: clap fills it from flags and environment (a flag over its variable),
+//! serde from the file (unknown keys refused), and the two are stacked key by key. The
+//! stack is then resolved once into the tree — defaults filled in, values clamped into
+//! range or refused — so the server never starts on a half-valid configuration. Values
+//! are typed from the moment they are read: durations are [`Duration`]s (humantime:
+//! `15m`, `500ms`), durability and log format enums, the address a [`SocketAddr`]; a bad
+//! one is refused naming its flag or key.
+//!
+//! Each part of the server takes its subtree: the engine's [`EngineConfig`] and the
+//! webhooks' [`WebhookConfig`] are conversions of `engine` and `webhooks`; the request
+//! handlers see `requests` and nothing else.
+
+mod layer;
+#[cfg(test)]
+mod tests;
+mod values;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use ordo_engine::EngineConfig;
+use ordo_storage::Durability;
+
+use crate::http::webhooks::WebhookConfig;
+
+pub use layer::ServeArgs;
+pub use values::{parse_tokens, ConfigError, LogFormat, Role};
+
+/// Everything `ordo serve` runs with, checked. Built by [`Settings::load`].
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub requests: RequestSettings,
+    pub auth: AuthSettings,
+    pub rate_limit: RateLimitSettings,
+    pub engine: EngineSettings,
+    pub webhooks: WebhookSettings,
+    pub feed: FeedSettings,
+}
+
+/// The HTTP server: where it listens, its workers, its logs, how long it may take to stop.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// `listen`; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// `http_workers`, clamped to 1..=256.
+    pub http_workers: usize,
+    /// `shutdown_timeout`: the longest wait, on shutdown, for in-flight requests and for
+    /// the live feeds and webhook deliveries to let go.
+    pub shutdown_timeout: Duration,
+    /// `log_format`.
+    pub log_format: LogFormat,
+}
+
+/// What every request is held to. The request handlers see this subtree (as
+/// `AppState::settings`) and nothing else of the settings.
+#[derive(Debug, Clone)]
+pub struct RequestSettings {
+    /// `max_body_bytes`, at least 1024; larger bodies get 413.
+    pub max_body_bytes: usize,
+    /// `idempotency_ttl`: how long an `Idempotency-Key` answer is kept.
+    pub idempotency_ttl: Duration,
+}
+
+/// Bearer tokens (`auth_tokens`). None: every request is allowed, loopback binds only.
+#[derive(Clone, Default)]
+pub struct AuthSettings {
+    /// token → role.
+    pub tokens: HashMap<String, Role>,
+}
+
+impl AuthSettings {
+    /// No tokens: authentication is off.
+    pub fn is_open(&self) -> bool {
+        self.tokens.is_empty()
+    }
+}
+
+impl std::fmt::Debug for AuthSettings {
+    // Never the tokens themselves: settings may be logged.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut roles: Vec<&str> = self.tokens.values().map(|r| r.as_str()).collect();
+        roles.sort_unstable();
+        f.debug_struct("AuthSettings")
+            .field(
+                "tokens",
+                &format_args!("<{} redacted: {roles:?}>", roles.len()),
+            )
+            .finish()
+    }
+}
+
+/// Per-caller rate limiting (`rate_limit`, `rate_burst`).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RateLimitSettings {
+    /// Requests per second per caller; 0 = off.
+    pub per_second: u32,
+    /// Token-bucket size: defaults to the rate, at least 1 when limiting is on.
+    pub burst: u32,
+}
+
+/// The engine: its store and its actors.
+#[derive(Debug, Clone)]
+pub struct EngineSettings {
+    /// `data_dir`.
+    pub data_dir: PathBuf,
+    /// `durability`.
+    pub durability: Durability,
+    /// `reservation_ttl`, longer than zero.
+    pub reservation_ttl: Duration,
+    /// `sku_mailbox`, at least 16.
+    pub sku_mailbox: usize,
+    /// `actor_threads`, clamped to 1..=256.
+    pub actor_threads: usize,
+}
+
+/// Webhook delivery (`webhook_*`).
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    /// `webhook_max_attempts`, clamped to 1..=100.
+    pub max_attempts: u32,
+    /// `webhook_timeout`, longer than zero.
+    pub timeout: Duration,
+    /// `webhook_backoff`: the first retry delay.
+    pub backoff: Duration,
+    /// `webhook_backoff_max`.
+    pub backoff_max: Duration,
+    /// `webhook_ca_file`.
+    pub ca_file: Option<PathBuf>,
+}
+
+/// The live feed, Server-Sent Events (`sse_*`).
+#[derive(Debug, Clone)]
+pub struct FeedSettings {
+    /// `sse_buffer`: events buffered per reader, clamped to 1..=2^20.
+    pub buffer: usize,
+    /// `sse_heartbeat`, longer than zero.
+    pub heartbeat: Duration,
+    /// `sse_slow_timeout`: a reader whose buffer stays full this long is cut off.
+    pub slow_timeout: Duration,
+}
+
+fn cores() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(2)
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            http_workers: cores(),
+            shutdown_timeout: Duration::from_secs(30),
+            log_format: LogFormat::Human,
+        }
+    }
+}
+
+impl Default for RequestSettings {
+    fn default() -> Self {
+        RequestSettings {
+            max_body_bytes: 64 * 1024,
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            data_dir: PathBuf::from("./data"),
+            durability: Durability::Sync,
+            reservation_ttl: Duration::from_secs(15 * 60),
+            sku_mailbox: 16_384,
+            actor_threads: cores(),
+        }
+    }
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            max_attempts: 8,
+            timeout: Duration::from_secs(10),
+            backoff: Duration::from_millis(500),
+            backoff_max: Duration::from_secs(300),
+            ca_file: None,
+        }
+    }
+}
+
+impl Default for FeedSettings {
+    fn default() -> Self {
+        FeedSettings {
+            buffer: 1024,
+            heartbeat: Duration::from_secs(15),
+            slow_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Settings {
+    /// Flags and environment (`args`, as clap resolved them) over the `--config` file over
+    /// the defaults, resolved into the tree and checked.
+    pub fn load(args: &ServeArgs) -> Result<Settings, ConfigError> {
+        let file = match &args.config {
+            Some(path) => ServeArgs::from_file(path)?,
+            None => ServeArgs::default(),
+        };
+        let settings = Settings::resolve(args.clone().over(file))?;
+        settings.validate()?;
+        Ok(settings)
+    }
+
+    /// One layer over the defaults; out-of-range counts are clamped, as documented on
+    /// each field.
+    fn resolve(layer: ServeArgs) -> Result<Settings, ConfigError> {
+        let d = Settings::default();
+        Ok(Settings {
+            server: ServerSettings {
+                listen: layer.listen.unwrap_or(d.server.listen),
+                http_workers: layer
+                    .http_workers
+                    .unwrap_or(d.server.http_workers)
+                    .clamp(1, 256),
+                shutdown_timeout: layer.shutdown_timeout.unwrap_or(d.server.shutdown_timeout),
+                log_format: layer.log_format.unwrap_or(d.server.log_format),
+            },
+            requests: RequestSettings {
+                max_body_bytes: layer.max_body_bytes.unwrap_or(d.requests.max_body_bytes),
+                idempotency_ttl: layer.idempotency_ttl.unwrap_or(d.requests.idempotency_ttl),
+            },
+            auth: AuthSettings {
+                tokens: match layer.auth_tokens.as_deref() {
+                    Some(s) => parse_tokens(s)?,
+                    None => HashMap::new(),
+                },
+            },
+            rate_limit: RateLimitSettings::resolve(layer.rate_limit, layer.rate_burst),
+            engine: EngineSettings {
+                data_dir: layer.data_dir.unwrap_or(d.engine.data_dir),
+                durability: layer.durability.unwrap_or(d.engine.durability),
+                reservation_ttl: layer.reservation_ttl.unwrap_or(d.engine.reservation_ttl),
+                sku_mailbox: layer.sku_mailbox.unwrap_or(d.engine.sku_mailbox).max(16),
+                actor_threads: layer
+                    .actor_threads
+                    .unwrap_or(d.engine.actor_threads)
+                    .clamp(1, 256),
+            },
+            webhooks: WebhookSettings {
+                max_attempts: layer
+                    .webhook_max_attempts
+                    .unwrap_or(d.webhooks.max_attempts)
+                    .clamp(1, 100),
+                timeout: layer.webhook_timeout.unwrap_or(d.webhooks.timeout),
+                backoff: layer.webhook_backoff.unwrap_or(d.webhooks.backoff),
+                backoff_max: layer.webhook_backoff_max.unwrap_or(d.webhooks.backoff_max),
+                ca_file: layer.webhook_ca_file,
+            },
+            feed: FeedSettings {
+                buffer: layer.sse_buffer.unwrap_or(d.feed.buffer).clamp(1, 1 << 20),
+                heartbeat: layer.sse_heartbeat.unwrap_or(d.feed.heartbeat),
+                slow_timeout: layer.sse_slow_timeout.unwrap_or(d.feed.slow_timeout),
+            },
+        })
+    }
+
+    /// The checks no single value can make alone: lower bounds, and no open server on
+    /// a public address.
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("reservation_ttl", self.engine.reservation_ttl),
+            ("webhook_timeout", self.webhooks.timeout),
+            ("sse_heartbeat", self.feed.heartbeat),
+        ];
+        for (key, value) in positive {
+            if value.is_zero() {
+                return Err(ConfigError::Invalid {
+                    key,
+                    detail: "must be longer than zero".into(),
+                });
+            }
+        }
+        if self.requests.max_body_bytes < 1024 {
+            return Err(ConfigError::Invalid {
+                key: "max_body_bytes",
+                detail: "must be at least 1024".into(),
+            });
+        }
+        self.check_bind()
+    }
+
+    /// Without tokens every request is allowed, so only loopback may be bound.
+    pub fn check_bind(&self) -> Result<(), ConfigError> {
+        let listen = self.server.listen;
+        if self.auth.is_open() && !listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid {
+                key: "listen",
+                detail: format!(
+                    "no auth tokens are configured, so every request would be allowed; \
+                     refusing to listen on {listen} (a non-loopback address). Set \
+                     --auth-tokens (ORDO_AUTH_TOKENS) or listen on 127.0.0.1"
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl RateLimitSettings {
+    fn resolve(per_second: Option<u32>, burst: Option<u32>) -> RateLimitSettings {
+        let per_second = per_second.unwrap_or(0);
+        let floor = if per_second > 0 { 1 } else { 0 };
+        RateLimitSettings {
+            per_second,
+            burst: burst.unwrap_or(per_second).max(floor),
+        }
+    }
+}
+
+impl From<&EngineSettings> for EngineConfig {
+    fn from(s: &EngineSettings) -> EngineConfig {
+        EngineConfig {
+            data_dir: s.data_dir.clone(),
+            durability: s.durability,
+            reservation_ttl: s.reservation_ttl,
+            sku_mailbox: s.sku_mailbox,
+            workers: s.actor_threads,
+            ..EngineConfig::default()
+        }
+    }
+}
+
+impl From<&WebhookSettings> for WebhookConfig {
+    fn from(s: &WebhookSettings) -> WebhookConfig {
+        WebhookConfig {
+            max_attempts: s.max_attempts,
+            timeout: s.timeout,
+            backoff_base: s.backoff,
+            backoff_max: s.backoff_max,
+            ca_file: s.ca_file.clone(),
+        }
+    }
+}
