@@ -218,12 +218,13 @@ fn follow_feed(
             };
             backoff = std::time::Duration::from_millis(200);
             let mut body = resp.bytes_stream();
-            let mut buf = String::new();
+            // Bytes until a whole frame (`\n\n`) is in: a character split across two
+            // chunks is decoded whole, never mangled.
+            let mut buf: Vec<u8> = Vec::new();
             while let Some(chunk) = body.next().await {
                 let Ok(chunk) = chunk else { break };
-                buf.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(end) = buf.find("\n\n") {
-                    let frame: String = buf.drain(..end + 2).collect();
+                buf.extend_from_slice(&chunk);
+                for frame in take_frames(&mut buf) {
                     let mut id = None;
                     let mut data = None;
                     for line in frame.lines() {
@@ -250,4 +251,34 @@ fn follow_feed(
             // Cut off or disconnected: resume after the last event printed.
         }
     })
+}
+
+/// Takes every whole SSE frame (ended by a blank line) off the front of `buf`, decoded as
+/// UTF-8; an incomplete frame stays, so a character split across chunks is decoded whole.
+fn take_frames(buf: &mut Vec<u8>) -> Vec<String> {
+    let mut frames = Vec::new();
+    while let Some(end) = buf.windows(2).position(|w| w == b"\n\n") {
+        let bytes: Vec<u8> = buf.drain(..end + 2).collect();
+        frames.push(String::from_utf8_lossy(&bytes).into_owned());
+    }
+    frames
+}
+
+#[cfg(test)]
+mod tests {
+    use super::take_frames;
+
+    #[test]
+    fn a_character_split_across_chunks_is_decoded_whole() {
+        let frame = "id: 7\ndata: {\"name\":\"Bl\u{e5}b\u{e6}r \u{1f600}\"}\n\n";
+        let bytes = frame.as_bytes();
+        // Split inside the four-byte emoji, then inside the two-byte letter.
+        let emoji = frame.find('\u{1f600}').unwrap() + 2;
+        let mut buf = Vec::new();
+        buf.extend_from_slice(&bytes[..emoji]);
+        assert!(take_frames(&mut buf).is_empty());
+        buf.extend_from_slice(&bytes[emoji..]);
+        assert_eq!(take_frames(&mut buf), vec![frame.to_owned()]);
+        assert!(buf.is_empty());
+    }
 }
