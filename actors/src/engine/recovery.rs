@@ -97,22 +97,73 @@ pub(crate) fn read_events(
 
 pub(crate) fn recover(store: &Store, ignore_snapshots: bool) -> EngineResult<Recovered> {
     let started = Instant::now();
-    let mut stats = RecoveryStats::default();
-    let mut skus: HashMap<String, Sku> = HashMap::new();
-    let mut orders: HashMap<String, Order> = HashMap::new();
-
+    let mut r = Rebuild::new(store);
     let checkpoint = if ignore_snapshots {
         0
     } else {
-        match store.get_meta(META_CHECKPOINT)? {
+        r.load_snapshots()?;
+        r.checkpoint_seq()?
+    };
+    r.stats.checkpoint_seq = checkpoint;
+    r.replay_after(checkpoint)?;
+    let pending = r.checkpoint_pending(checkpoint)?;
+    let (orphan_holds, lazy_pending) = r.sort_holds(&pending)?;
+    let orders = r.live_orders()?;
+    let mut stats = r.stats;
+    stats.millis = started.elapsed().as_millis() as u64;
+    tracing::info!(
+        checkpoint = stats.checkpoint_seq,
+        snapshots = stats.snapshots_loaded,
+        replayed = stats.events_replayed,
+        millis = stats.millis,
+        "recovered"
+    );
+    Ok(Recovered {
+        skus: r.skus,
+        orders,
+        orphan_holds,
+        lazy_pending,
+        stats,
+    })
+}
+
+/// The state being rebuilt, step by step (see the module docs).
+struct Rebuild<'a> {
+    store: &'a Store,
+    stats: RecoveryStats,
+    skus: HashMap<String, Sku>,
+    /// Orders that may need an actor (not terminal, or a restock to finish).
+    orders: HashMap<String, Order>,
+    /// StockRestored per order met in the replay (an interrupted cancellation of a
+    /// confirmed order).
+    restored: HashMap<String, Vec<String>>,
+}
+
+impl<'a> Rebuild<'a> {
+    fn new(store: &'a Store) -> Self {
+        Rebuild {
+            store,
+            stats: RecoveryStats::default(),
+            skus: HashMap::new(),
+            orders: HashMap::new(),
+            restored: HashMap::new(),
+        }
+    }
+
+    /// The seq the last checkpoint covers (0: none).
+    fn checkpoint_seq(&self) -> EngineResult<u64> {
+        Ok(match self.store.get_meta(META_CHECKPOINT)? {
             Some(v) => v.as_slice().try_into().map(u64::from_be_bytes).unwrap_or(0),
             None => 0,
-        }
-    };
-    stats.checkpoint_seq = checkpoint;
+        })
+    }
 
-    if !ignore_snapshots {
-        store.scan_snapshots("", |snap| {
+    /// Every snapshot, each brought up to its stream's head (the log after the
+    /// checkpoint may not hold all of a stream's later events). One that does not decode
+    /// is counted and its state rebuilt from the log.
+    fn load_snapshots(&mut self) -> EngineResult<()> {
+        let (skus, orders, stats) = (&mut self.skus, &mut self.orders, &mut self.stats);
+        self.store.scan_snapshots("", |snap| {
             let snap = match snap {
                 Ok(s) => s,
                 Err(e) => {
@@ -121,7 +172,7 @@ pub(crate) fn recover(store: &Store, ignore_snapshots: bool) -> EngineResult<Rec
                     return Ok(());
                 }
             };
-            if let Some(code) = snap.stream.strip_prefix("sku/") {
+            if let Some(code) = snap.stream.strip_prefix(Sku::STREAM_PREFIX) {
                 match aggregate::decode_snapshot::<Sku>(snap.schema, &snap.state) {
                     Some(s) if s.version == snap.version => {
                         skus.insert(code.to_owned(), s);
@@ -129,8 +180,8 @@ pub(crate) fn recover(store: &Store, ignore_snapshots: bool) -> EngineResult<Rec
                     }
                     _ => stats.snapshot_failures += 1,
                 }
-            } else if let Some(id) = snap.stream.strip_prefix("order/") {
-                if snap.schema < <Order as Aggregate>::SNAPSHOT_SCHEMA {
+            } else if let Some(id) = snap.stream.strip_prefix(Order::STREAM_PREFIX) {
+                if snap.schema < Order::SNAPSHOT_SCHEMA {
                     // Written by an older release (no payment attempts): the order is
                     // rebuilt from its stream below, like a snapshot-less one.
                     orders.insert(id.to_owned(), Order::default());
@@ -146,137 +197,140 @@ pub(crate) fn recover(store: &Store, ignore_snapshots: bool) -> EngineResult<Rec
             }
             Ok(())
         })?;
-        // Bring every snapshot up to its stream's head: the log after the checkpoint may
-        // not hold all of a stream's later events.
-        for (code, s) in skus.iter_mut() {
-            aggregate::fill(store, &format!("sku/{code}"), s, u64::MAX)?;
+        for (code, s) in self.skus.iter_mut() {
+            aggregate::fill(self.store, &Sku::stream(code), s, u64::MAX)?;
         }
-        for (id, o) in orders.iter_mut() {
-            aggregate::fill(store, &format!("order/{id}"), o, u64::MAX)?;
+        for (id, o) in self.orders.iter_mut() {
+            aggregate::fill(self.store, &Order::stream(id), o, u64::MAX)?;
         }
-        orders.retain(|_, o| !o.is_terminal() || o.needs_restore());
+        self.orders
+            .retain(|_, o| !o.is_terminal() || o.needs_restore());
+        Ok(())
     }
 
-    // Replay the log after the checkpoint. `restored` remembers StockRestored per order,
-    // for an interrupted cancellation of a confirmed order.
-    let mut restored: HashMap<String, Vec<String>> = HashMap::new();
-    let mut err: Option<EngineError> = None;
-    stats.events_replayed = store.scan_from(checkpoint, |v| {
-        let step = (|| -> EngineResult<()> {
-            if let Some(code) = v.stream.strip_prefix("sku/") {
-                let s = skus.entry(code.to_owned()).or_default();
-                if v.version <= s.version {
-                    return Ok(());
-                }
-                if v.version > s.version + 1 {
-                    aggregate::fill(store, v.stream, s, v.version)?;
-                }
-                let ev = decode_sku(v.event_type, v.schema, v.payload).map_err(decode_err)?;
-                if let SkuEvent::StockRestored(r) = &ev {
-                    restored
-                        .entry(r.order_id.clone())
-                        .or_default()
-                        .push(code.to_owned());
-                }
-                sku::apply(s, &ev);
-            } else if let Some(id) = v.stream.strip_prefix("order/") {
-                let o = orders.entry(id.to_owned()).or_default();
-                if v.version <= o.version {
-                    return Ok(());
-                }
-                if v.version > o.version + 1 {
-                    aggregate::fill(store, v.stream, o, v.version)?;
-                }
-                let ev = decode_order(v.event_type, v.schema, v.payload).map_err(decode_err)?;
-                order::apply(o, &ev, v.at_ms);
-                if o.is_terminal() && !o.needs_restore() {
-                    orders.remove(id);
-                }
-            }
-            Ok(())
-        })();
-        match step {
+    /// Replays the log after `checkpoint` through `apply`.
+    fn replay_after(&mut self, checkpoint: u64) -> EngineResult<()> {
+        let store = self.store;
+        let mut err: Option<EngineError> = None;
+        self.stats.events_replayed = store.scan_from(checkpoint, |v| match self.replay(&v) {
             Ok(()) => Ok(true),
             Err(e) => {
                 err = Some(e);
                 Ok(false)
             }
-        }
-    })?;
-    if let Some(e) = err {
-        return Err(e);
+        })?;
+        err.map_or(Ok(()), Err)
     }
 
-    // PENDING orders that had no actor at the checkpoint. Every event of an order needs
-    // its actor, and activation takes the order out of the table, so an order in it had
-    // no event since its creation up to the checkpoint; anything later was replayed above
-    // and is in `orders`, which takes precedence.
-    let checkpoint_pending = if checkpoint > 0 {
-        store
-            .get_meta(META_PENDING)?
-            .map(|b| super::deadlines::decode(&b))
-            .unwrap_or_default()
-    } else {
-        HashMap::new()
-    };
-    let mut lazy_pending: HashMap<String, u64> = HashMap::new();
-
-    // Holds must belong to a PENDING or PAID order; anything else is a crash's orphan.
-    let mut orphan_holds = Vec::new();
-    let mut extra_live: HashMap<String, Order> = HashMap::new();
-    for (code, s) in &skus {
-        for order_id in s.holds.keys() {
-            let status = match orders.get(order_id).or_else(|| extra_live.get(order_id)) {
-                Some(o) => o.status,
-                None if checkpoint_pending.contains_key(order_id) => {
-                    // A multi-line order holds in several SKUs: keyed, so once.
-                    lazy_pending.insert(order_id.clone(), checkpoint_pending[order_id]);
-                    Some(Status::Pending)
-                }
-                None => {
-                    let o = load_order(store, order_id)?;
-                    let st = o.status;
-                    if matches!(st, Some(Status::Pending | Status::Paid)) {
-                        extra_live.insert(order_id.clone(), o);
-                    }
-                    st
-                }
-            };
-            if !matches!(status, Some(Status::Pending | Status::Paid)) {
-                orphan_holds.push((code.clone(), order_id.clone()));
+    /// One event of the replay. A stream met at a version past the next one is first
+    /// filled from its own index (a stream whose earlier events precede the checkpoint).
+    fn replay(&mut self, v: &ordo_storage::EventView<'_>) -> EngineResult<()> {
+        if let Some(code) = v.stream.strip_prefix(Sku::STREAM_PREFIX) {
+            let s = self.skus.entry(code.to_owned()).or_default();
+            if v.version <= s.version {
+                return Ok(());
+            }
+            if v.version > s.version + 1 {
+                aggregate::fill(self.store, v.stream, s, v.version)?;
+            }
+            let ev = decode_sku(v.event_type, v.schema, v.payload).map_err(decode_err)?;
+            if let SkuEvent::StockRestored(r) = &ev {
+                self.restored
+                    .entry(r.order_id.clone())
+                    .or_default()
+                    .push(code.to_owned());
+            }
+            sku::apply(s, &ev);
+        } else if let Some(id) = v.stream.strip_prefix(Order::STREAM_PREFIX) {
+            let o = self.orders.entry(id.to_owned()).or_default();
+            if v.version <= o.version {
+                return Ok(());
+            }
+            if v.version > o.version + 1 {
+                aggregate::fill(self.store, v.stream, o, v.version)?;
+            }
+            let ev = decode_order(v.event_type, v.schema, v.payload).map_err(decode_err)?;
+            order::apply(o, &ev, v.at_ms);
+            if o.is_terminal() && !o.needs_restore() {
+                self.orders.remove(id);
             }
         }
+        Ok(())
     }
-    orders.extend(extra_live);
 
-    // For restores interrupted before the checkpoint, look for their StockRestored events
-    // in the log after the cancellation.
-    let mut live = Vec::with_capacity(orders.len());
-    for (id, o) in orders {
-        if !o.is_created() {
-            continue; // events of a stream that never got OrderCreated (cannot happen)
+    /// PENDING orders that had no actor at the checkpoint. Every event of an order needs
+    /// its actor, and activation takes the order out of the table, so an order in it had
+    /// no event since its creation up to the checkpoint; anything later was replayed and
+    /// is in `orders`, which takes precedence.
+    fn checkpoint_pending(&self, checkpoint: u64) -> EngineResult<HashMap<String, u64>> {
+        if checkpoint == 0 {
+            return Ok(HashMap::new());
         }
-        let mut done = restored.remove(&id).unwrap_or_default();
-        if o.needs_restore() && done.is_empty() {
-            done = restored_since_cancel(store, &o)?;
-        }
-        live.push((o, done));
+        Ok(self
+            .store
+            .get_meta(META_PENDING)?
+            .map(|b| super::deadlines::decode(&b))
+            .unwrap_or_default())
     }
-    stats.millis = started.elapsed().as_millis() as u64;
-    tracing::info!(
-        checkpoint = stats.checkpoint_seq,
-        snapshots = stats.snapshots_loaded,
-        replayed = stats.events_replayed,
-        millis = stats.millis,
-        "recovered"
-    );
-    Ok(Recovered {
-        skus,
-        orders: live,
-        orphan_holds,
-        lazy_pending: lazy_pending.into_iter().collect(),
-        stats,
-    })
+
+    /// Holds must belong to a PENDING or PAID order; anything else is a crash's orphan
+    /// (its order never became durable, or was cancelled before the release). Returns the
+    /// orphans and the PENDING orders known only from the checkpoint's table.
+    #[allow(clippy::type_complexity)]
+    fn sort_holds(
+        &mut self,
+        checkpoint_pending: &HashMap<String, u64>,
+    ) -> EngineResult<(Vec<(String, String)>, Vec<(String, u64)>)> {
+        let mut orphans = Vec::new();
+        let mut lazy_pending: HashMap<String, u64> = HashMap::new();
+        let mut extra_live: HashMap<String, Order> = HashMap::new();
+        for (code, s) in &self.skus {
+            for order_id in s.holds.keys() {
+                let known = self
+                    .orders
+                    .get(order_id)
+                    .or_else(|| extra_live.get(order_id));
+                let status = match known {
+                    Some(o) => o.status,
+                    None if checkpoint_pending.contains_key(order_id) => {
+                        // A multi-line order holds in several SKUs: keyed, so once.
+                        lazy_pending.insert(order_id.clone(), checkpoint_pending[order_id]);
+                        Some(Status::Pending)
+                    }
+                    None => {
+                        let o = load_order(self.store, order_id)?;
+                        let st = o.status;
+                        if matches!(st, Some(Status::Pending | Status::Paid)) {
+                            extra_live.insert(order_id.clone(), o);
+                        }
+                        st
+                    }
+                };
+                if !matches!(status, Some(Status::Pending | Status::Paid)) {
+                    orphans.push((code.clone(), order_id.clone()));
+                }
+            }
+        }
+        self.orders.extend(extra_live);
+        Ok((orphans, lazy_pending.into_iter().collect()))
+    }
+
+    /// The live orders, each with the SKUs already restored for an interrupted restock
+    /// (looked up in the log after the cancellation when it precedes the checkpoint).
+    fn live_orders(&mut self) -> EngineResult<Vec<(Order, Vec<String>)>> {
+        let mut live = Vec::with_capacity(self.orders.len());
+        for (id, o) in std::mem::take(&mut self.orders) {
+            if !o.is_created() {
+                continue; // events of a stream that never got OrderCreated (cannot happen)
+            }
+            let mut done = self.restored.remove(&id).unwrap_or_default();
+            if o.needs_restore() && done.is_empty() {
+                done = restored_since_cancel(self.store, &o)?;
+            }
+            live.push((o, done));
+        }
+        Ok(live)
+    }
 }
 
 /// SKUs for which a StockRestored of `o` follows its cancellation in the log.
