@@ -121,52 +121,77 @@ async fn locked(
     op: Op,
     trace: Arc<str>,
 ) -> (Answer, bool) {
-    let internal = |e: &dyn std::fmt::Display| {
-        tracing::error!(error = %e, "idempotency store");
-        (
-            Answer::error(&ApiError::new(
-                ProblemType::Internal,
-                "the idempotency store failed; see the server log",
-            )),
-            false,
-        )
-    };
     match engine.idempotency_record(&store_key) {
         Err(e) => return internal(&e),
         Ok(None) => {}
         Ok(Some(old)) => {
-            if old.fingerprint != fingerprint {
-                return (
-                    Answer::error(&ApiError::new(
-                        ProblemType::IdempotencyMismatch,
-                        "this Idempotency-Key was used for a different request",
-                    )),
-                    false,
-                );
-            }
-            match serde_json::from_slice::<Stored>(&old.response) {
-                Ok(Stored::Done { answer }) => return (answer, true),
-                Ok(Stored::Applied { order_id }) => {
-                    let answer = answer_of(
-                        AnswerKind::Order,
-                        Outcome::Order(engine.get_order_durable(&order_id).await.as_ref()),
-                    );
-                    return (answer, true);
-                }
-                // An older release's claim whose process died: was its order stored?
-                Ok(Stored::InFlight { order_id: Some(id) }) => {
-                    match engine.order_at_creation(&id) {
-                        Ok(Some(view)) => return (placed_answer(view), true),
-                        Ok(None) => {}
-                        Err(e) => return internal(&e),
-                    }
-                }
-                Ok(Stored::InFlight { order_id: None }) => {}
-                Err(e) => return internal(&e),
+            if let Some(replayed) = replay(engine, &old, &fingerprint).await {
+                return replayed;
             }
         }
     }
-    // The answer the engine stores is kept here too, so the one sent is the same bytes.
+    run_once(state, engine, store_key, fingerprint, op, trace).await
+}
+
+fn internal(e: &dyn std::fmt::Display) -> (Answer, bool) {
+    tracing::error!(error = %e, "idempotency store");
+    (
+        Answer::error(&ApiError::new(
+            ProblemType::Internal,
+            "the idempotency store failed; see the server log",
+        )),
+        false,
+    )
+}
+
+/// The answer to a key that has a record: the stored answer, the order of an applied
+/// command, 422 for another request under the key — or `None` when an older release's
+/// claim shows the command never ran (it runs now).
+async fn replay(
+    engine: &Engine,
+    old: &ordo_storage::IdempotencyRecord,
+    fingerprint: &[u8],
+) -> Option<(Answer, bool)> {
+    if old.fingerprint != fingerprint {
+        return Some((
+            Answer::error(&ApiError::new(
+                ProblemType::IdempotencyMismatch,
+                "this Idempotency-Key was used for a different request",
+            )),
+            false,
+        ));
+    }
+    match serde_json::from_slice::<Stored>(&old.response) {
+        Ok(Stored::Done { answer }) => Some((answer, true)),
+        Ok(Stored::Applied { order_id }) => {
+            let order = engine.get_order_durable(&order_id).await;
+            Some((
+                answer_of(AnswerKind::Order, Outcome::Order(order.as_ref())),
+                true,
+            ))
+        }
+        // An older release's claim whose process died: was its order stored?
+        Ok(Stored::InFlight { order_id: Some(id) }) => match engine.order_at_creation(&id) {
+            Ok(Some(view)) => Some((placed_answer(view), true)),
+            Ok(None) => None,
+            Err(e) => Some(internal(&e)),
+        },
+        Ok(Stored::InFlight { order_id: None }) => None,
+        Err(e) => Some(internal(&e)),
+    }
+}
+
+/// Runs the command with the key: the engine stores the answer `render` makes in the
+/// command's own append. The answer it stores is kept here too, so the one sent is the
+/// same bytes.
+async fn run_once(
+    state: &AppState,
+    engine: &Engine,
+    store_key: String,
+    fingerprint: Vec<u8>,
+    op: Op,
+    trace: Arc<str>,
+) -> (Answer, bool) {
     let kind = op.kind();
     let kept: Arc<Mutex<Option<Answer>>> = Arc::default();
     let slot = kept.clone();
