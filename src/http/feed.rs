@@ -114,14 +114,13 @@ async fn follow(
     slow: std::time::Duration,
     cut: &AtomicU64,
 ) {
-    let journal = engine.journal().clone();
-    let mut watch = journal.subscribe();
+    let mut watch = engine.subscribe_durable();
     let mut cursor = start;
     loop {
         if state.shutdown.is_triggered() {
             return; // the server is shutting down: end the stream
         }
-        let durable = journal.durable_seq();
+        let durable = engine.durable_seq();
         if cursor < durable {
             let e = engine.clone();
             let batch = match web::block(move || e.read_events(cursor, 256, None)).await {

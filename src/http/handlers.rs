@@ -318,7 +318,7 @@ pub async fn list_events(
             let mut out = Vec::new();
             let mut cursor = after;
             let mut scanned = 0;
-            let durable = engine.journal().durable_seq();
+            let durable = engine.durable_seq();
             while out.len() < limit && scanned < scan_budget {
                 let want = (scan_budget - scanned).min(1000);
                 let records = engine.read_events(cursor, want, stream.as_deref())?;

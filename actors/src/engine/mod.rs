@@ -190,6 +190,16 @@ impl Engine {
         &self.inner.store
     }
 
+    /// The highest seq known durable (the end of the feed).
+    pub fn durable_seq(&self) -> u64 {
+        self.inner.journal.durable_seq()
+    }
+
+    /// A receiver that sees the durable seq advance (live feeds, webhook deliveries).
+    pub fn subscribe_durable(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.journal.subscribe()
+    }
+
     /// The journal (for the durable seq watch, stats).
     pub fn journal(&self) -> &Journal {
         &self.inner.journal
