@@ -1,0 +1,73 @@
+//! What every room shares: an engine config on a temp dir, SKU and order builders, an
+//! offline `verify` of a closed data dir, a bounded wait, an idempotency key.
+
+use std::time::Duration;
+
+use ordo_engine::domain::LineRequest;
+use ordo_engine::{Durability, EngineConfig, PlaceOrder, UpsertSku};
+use ordo_storage::{Store, StoreOptions};
+
+pub fn config(dir: &std::path::Path, durability: Durability) -> EngineConfig {
+    EngineConfig {
+        data_dir: dir.to_path_buf(),
+        durability,
+        ..EngineConfig::default()
+    }
+}
+
+pub fn sku(code: &str, stock: i64, price: i64) -> UpsertSku {
+    UpsertSku {
+        sku: code.into(),
+        name: format!("item {code}"),
+        price_minor: price,
+        currency: "EUR".into(),
+        per_customer_limit: None,
+        stock,
+    }
+}
+
+pub fn order(customer: &str, lines: &[(&str, u32)]) -> PlaceOrder {
+    PlaceOrder {
+        customer_id: customer.into(),
+        lines: lines
+            .iter()
+            .map(|(s, q)| LineRequest {
+                sku: (*s).into(),
+                qty: *q,
+            })
+            .collect(),
+    }
+}
+
+pub fn verify_dir(dir: &std::path::Path) -> ordo_engine::VerifyReport {
+    let store = Store::open(
+        dir,
+        StoreOptions {
+            durability: Durability::Buffered,
+        },
+    )
+    .unwrap();
+    ordo_engine::verify(&store).unwrap()
+}
+
+/// Waits (bounded) until `f` holds; no timing is asserted, only the eventual state.
+pub fn eventually(mut f: impl FnMut() -> bool) -> bool {
+    for _ in 0..400 {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    false
+}
+
+pub fn idem(key: &str) -> ordo_engine::Idempotency {
+    ordo_engine::Idempotency {
+        key: key.into(),
+        fingerprint: b"fp".to_vec(),
+        ttl: Duration::from_secs(3600),
+        render: ordo_engine::render(|o: ordo_engine::Outcome<'_>| {
+            Some(format!("{o:?}").into_bytes())
+        }),
+    }
+}

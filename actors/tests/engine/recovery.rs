@@ -1,0 +1,165 @@
+//! Restarts: snapshots and the log alone rebuild the same state, and orders waiting
+//! without actors come back from the checkpoint with their deadlines.
+
+use std::time::Duration;
+
+use futures::executor::block_on;
+use ordo_engine::domain::order::{PaymentOutcome, ShipmentStep, Status};
+use ordo_engine::{Durability, Engine};
+
+use crate::helpers::{config, eventually, order, sku, verify_dir};
+
+/// Runs a mixed workload and returns the SKU and order views it ends with.
+fn workload(engine: &Engine) -> Vec<String> {
+    block_on(async {
+        for code in ["P", "Q", "R"] {
+            engine.upsert_sku(sku(code, 200, 300), None).await.unwrap();
+        }
+        let mut ids = Vec::new();
+        for i in 0..150 {
+            let lines: &[(&str, u32)] = match i % 3 {
+                0 => &[("P", 2)],
+                1 => &[("Q", 1), ("R", 1)],
+                _ => &[("R", 3), ("P", 1)],
+            };
+            if let Ok(o) = engine
+                .place_order(order(&format!("c{i}"), lines), None)
+                .await
+            {
+                match i % 5 {
+                    0 | 1 => {
+                        engine
+                            .pay(
+                                &o.id,
+                                &format!("p{i}"),
+                                PaymentOutcome::Succeeded,
+                                o.total_minor,
+                                None,
+                            )
+                            .await
+                            .unwrap();
+                    }
+                    2 => {
+                        engine.cancel(&o.id, "customer", None).await.unwrap();
+                    }
+                    _ => {}
+                }
+                if i % 10 == 0 {
+                    engine
+                        .ship(&o.id, ShipmentStep::Prepared, None)
+                        .await
+                        .unwrap();
+                }
+                ids.push(o.id);
+            }
+        }
+        ids
+    })
+}
+
+fn state_of(engine: &Engine, ids: &[String]) -> String {
+    block_on(async {
+        let mut out = String::new();
+        for code in ["P", "Q", "R"] {
+            out.push_str(&format!("{:?}\n", engine.get_sku(code).await.unwrap()));
+        }
+        for id in ids {
+            out.push_str(&format!("{:?}\n", engine.get_order(id).await.unwrap()));
+        }
+        out
+    })
+}
+
+#[test]
+fn recovery_from_snapshots_equals_recovery_from_the_log_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), Durability::Sync);
+    cfg.snapshot_every = 7;
+    let engine = Engine::open(cfg.clone()).unwrap();
+    let ids = workload(&engine);
+    let before = state_of(&engine, &ids);
+    block_on(engine.shutdown()).unwrap();
+    drop(engine);
+
+    let with_snapshots = Engine::open(cfg.clone()).unwrap();
+    let a = state_of(&with_snapshots, &ids);
+    block_on(with_snapshots.shutdown()).unwrap();
+    drop(with_snapshots);
+    let mut log_only = cfg;
+    log_only.ignore_snapshots = true;
+    let from_log = Engine::open(log_only).unwrap();
+    let b = state_of(&from_log, &ids);
+    block_on(from_log.shutdown()).unwrap();
+    assert_eq!(a, before);
+    assert_eq!(a, b);
+}
+
+#[test]
+fn pending_orders_without_actors_survive_a_checkpointed_restart_and_still_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), Durability::Sync);
+    cfg.reservation_ttl = Duration::from_millis(2_500);
+    let engine = Engine::open(cfg.clone()).unwrap();
+    block_on(engine.upsert_sku(sku("A", 10, 100), None)).unwrap();
+    block_on(engine.upsert_sku(sku("B", 10, 100), None)).unwrap();
+    let mut ids = Vec::new();
+    for c in ["p1", "p2", "p3"] {
+        ids.push(
+            block_on(engine.place_order(order(c, &[("A", 1), ("B", 2)]), None))
+                .unwrap()
+                .id,
+        );
+    }
+    assert_eq!(
+        engine.pending_without_actor(),
+        3,
+        "placed orders wait without actors"
+    );
+    // One is paid before the restart (activated, leaves the table).
+    let paid = block_on(engine.get_order(&ids[0])).unwrap();
+    block_on(engine.pay(
+        &ids[0],
+        "pay-1",
+        PaymentOutcome::Succeeded,
+        paid.total_minor,
+        None,
+    ))
+    .unwrap();
+    assert_eq!(engine.pending_without_actor(), 2);
+    block_on(engine.shutdown()).unwrap();
+    drop(engine);
+
+    // The clean shutdown's checkpoint carries the table; the restart takes it back.
+    let engine = Engine::open(cfg).unwrap();
+    assert_eq!(engine.pending_without_actor(), 2);
+    assert_eq!(
+        block_on(engine.get_order(&ids[0])).unwrap().status,
+        Status::Confirmed
+    );
+    // Their deadlines still fire: the stock comes back, the paid order keeps its units.
+    assert!(eventually(|| ids[1..].iter().all(|id| block_on(
+        engine.get_order(id)
+    )
+    .unwrap()
+    .status
+        == Status::Cancelled)));
+    assert!(eventually(|| {
+        let (a, b) = (
+            block_on(engine.get_sku("A")).unwrap(),
+            block_on(engine.get_sku("B")).unwrap(),
+        );
+        (
+            a.available,
+            a.reserved,
+            a.sold,
+            b.available,
+            b.reserved,
+            b.sold,
+        ) == (9, 0, 1, 8, 0, 2)
+    }));
+    assert_eq!(engine.pending_without_actor(), 0);
+    block_on(engine.shutdown()).unwrap();
+    drop(engine);
+    let report = verify_dir(dir.path());
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+}
