@@ -864,11 +864,7 @@ fn idle_skus_passivate_and_come_back_with_their_counters_under_concurrent_use() 
     let mut cfg = config(dir.path(), Durability::Sync);
     cfg.sku_idle_timeout = Duration::from_millis(30);
     let engine = Engine::open(cfg).unwrap();
-    let live = |e: &Engine| {
-        e.metrics()
-            .live_skus
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
+    let live = |e: &Engine| e.metrics().live_skus.get();
     block_on(engine.upsert_sku(sku("A", 10, 100), None)).unwrap();
     block_on(engine.upsert_sku(sku("B", 10, 100), None)).unwrap();
     assert!(eventually(|| live(&engine) == 0), "idle SKUs passivate");
@@ -933,19 +929,14 @@ fn a_payment_racing_a_cancel_never_sells_the_unit_twice() {
     let a = block_on(engine.place_order(order("ann", &[("LAST", 1)]), None)).unwrap();
 
     let hold = engine.journal().hold_writes_for_test();
-    let cancelled_before = engine
-        .metrics()
-        .orders_cancelled
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let cancelled_before = engine.metrics().orders_cancelled.get();
     let e1 = engine.clone();
     let id = a.id.clone();
     let cancel = std::thread::spawn(move || block_on(e1.cancel(&id, "changed mind", None)));
     // The cancel is decided (in memory, not durable: the journal is held).
-    assert!(eventually(|| engine
-        .metrics()
-        .orders_cancelled
-        .load(std::sync::atomic::Ordering::Relaxed)
-        > cancelled_before));
+    assert!(eventually(
+        || engine.metrics().orders_cancelled.get() > cancelled_before
+    ));
     let e2 = engine.clone();
     let id = a.id.clone();
     let total = a.total_minor;
@@ -1119,13 +1110,7 @@ fn a_full_sku_queue_refuses_new_orders_for_that_sku_only() {
     for t in queued {
         assert_eq!(t.join().unwrap().unwrap().status, Status::Pending);
     }
-    assert!(
-        engine
-            .metrics()
-            .overloaded
-            .load(std::sync::atomic::Ordering::Relaxed)
-            >= 5
-    );
+    assert!(engine.metrics().overloaded.get() >= 5);
     let s = block_on(engine.get_sku("HOT")).unwrap();
     assert_eq!((s.available, s.reserved), (92, 8));
     block_on(engine.shutdown()).unwrap();
@@ -1392,11 +1377,7 @@ fn the_sku_queue_count_survives_checkpoints_and_callers_that_hang_up() {
     let engine = Engine::open(cfg).unwrap();
     block_on(engine.upsert_sku(sku("Q", 100, 10), None)).unwrap();
     block_on(engine.place_order(order("a", &[("Q", 1)]), None)).unwrap();
-    assert!(eventually(|| engine
-        .metrics()
-        .checkpoints
-        .load(std::sync::atomic::Ordering::Relaxed)
-        > 0));
+    assert!(eventually(|| engine.metrics().checkpoints.get() > 0));
     assert_eq!(engine.sku_queue_for_test("Q"), 0);
     let release = block_on(engine.hold_sku_for_test("Q")).unwrap();
     for _ in 0..5 {

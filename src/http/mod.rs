@@ -47,6 +47,7 @@ pub struct AppState {
     pub settings: Settings,
     pub tokens: Tokens,
     pub limiter: Option<ratelimit::RateLimiter>,
+    /// The edge's metrics and its registry (see [`metrics`]).
     pub metrics: metrics::HttpMetrics,
     /// One async mutex per Idempotency-Key being worked on (see [`idempotency`]).
     pub idem_locks: DashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>>,
@@ -57,18 +58,19 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(settings: Settings) -> AppState {
-        AppState {
+    /// Fails only if the edge's metrics cannot be declared (see [`metrics::HttpMetrics::new`]).
+    pub fn new(settings: Settings) -> prometheus::Result<AppState> {
+        Ok(AppState {
             engine: OnceLock::new(),
             webhooks: OnceLock::new(),
             tokens: Tokens::new(&settings.tokens),
             limiter: ratelimit::RateLimiter::new(settings.rate_limit, settings.rate_burst),
-            metrics: metrics::HttpMetrics::default(),
+            metrics: metrics::HttpMetrics::new()?,
             idem_locks: DashMap::new(),
             stopping: std::sync::atomic::AtomicBool::new(false),
             shutdown: tokio::sync::Notify::new(),
             settings,
-        }
+        })
     }
 
     /// The engine, or 503 while it recovers (or after it stopped).
@@ -191,7 +193,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             "no auth tokens configured: every request is allowed (loopback only); set --auth-tokens to require tokens"
         );
     }
-    let state = web::Data::new(AppState::new(settings));
+    let state = web::Data::new(AppState::new(settings)?);
     let server = build_server(state.clone(), listener)?;
     let handle = server.handle();
     tracing::info!(%addr, durability = %state.settings.durability, data_dir = %state.settings.data_dir.display(), "listening; recovering the event log");
@@ -220,6 +222,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             backoff_max: state.settings.webhook_backoff_max,
             ca_file: state.settings.webhook_ca_file.clone(),
         },
+        state.metrics.registry(),
     )?;
     let _ = state.webhooks.set(hooks);
     let _ = state.engine.set(engine.clone());
