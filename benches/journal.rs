@@ -5,7 +5,6 @@
 //!
 //! `cargo bench --bench journal` (results: benches/RESULTS.md)
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -106,11 +105,8 @@ fn appends(c: &mut Criterion) {
                     })
                 },
             );
-            let s = j.stats();
-            let (batches, events) = (
-                s.batches.load(Ordering::Relaxed),
-                s.events.load(Ordering::Relaxed),
-            );
+            let m = j.metrics();
+            let (batches, events) = (m.batch_events.get_sample_count(), m.events.get());
             eprintln!(
                 "journal_append/{mode}/{submitters}: {events} events in {batches} batches = {:.1} events/batch; append latency p50 {} us, p99 {} us, max {} us",
                 events as f64 / batches.max(1) as f64,

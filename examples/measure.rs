@@ -96,10 +96,7 @@ fn memory(
             placed += batch;
         }
         let after = rss_bytes();
-        let live = engine
-            .metrics()
-            .live_orders
-            .load(std::sync::atomic::Ordering::Relaxed);
+        let live = engine.metrics().live_orders.get();
         println!(
             "live orders: {placed} placed, {live} live actors; RSS {:.1} -> {:.1} MiB: {:.0} bytes per live order",
             before as f64 / 1048576.0,
@@ -125,12 +122,7 @@ fn memory(
             (after.saturating_sub(before)) as f64 / made as f64
         );
         // Wait (bounded) for the idle ones to passivate: only the HOT SKU holds stock.
-        let live = || {
-            engine
-                .metrics()
-                .live_skus
-                .load(std::sync::atomic::Ordering::Relaxed)
-        };
+        let live = || engine.metrics().live_skus.get();
         let t = Instant::now();
         while live() > 1 && t.elapsed().as_secs() < 300 {
             std::thread::sleep(std::time::Duration::from_millis(500));

@@ -162,10 +162,7 @@ impl Caller {
                 }
             };
             if let Err(secs) = rl.check(&limit_key) {
-                state
-                    .metrics
-                    .rate_limited
-                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                state.metrics.rate_limited.inc();
                 return Err(ApiError::new(
                     ProblemType::RateLimited,
                     format!("too many requests; retry in {secs}s"),

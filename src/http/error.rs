@@ -228,6 +228,10 @@ impl From<&EngineError> for ApiError {
                 tracing::error!(error = %d, "stored event does not decode");
                 ApiError::new(ProblemType::Internal, "a stored event does not decode")
             }
+            EngineError::Metrics(e) => {
+                tracing::error!(error = %e, "engine metrics");
+                ApiError::new(ProblemType::Internal, "the engine's metrics failed")
+            }
             EngineError::Unavailable(d) => {
                 ApiError::new(ProblemType::Unavailable, d.clone()).retry_after(1)
             }

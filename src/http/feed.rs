@@ -70,13 +70,13 @@ pub async fn live_events(
     let cut = Arc::new(AtomicU64::new(u64::MAX));
     let cut_w = cut.clone();
     let st = state.clone();
-    st.metrics.sse_readers.fetch_add(1, Relaxed);
+    st.metrics.sse_readers.inc();
     actix_web::rt::spawn(state.shutdown.track(async move {
         follow(&st, &engine, tx, start, heartbeat, slow, &cut_w).await;
         if cut_w.load(Relaxed) != u64::MAX {
-            st.metrics.sse_cutoffs.fetch_add(1, Relaxed);
+            st.metrics.sse_cutoffs.inc();
         }
-        st.metrics.sse_readers.fetch_sub(1, Relaxed);
+        st.metrics.sse_readers.dec();
     }));
     let body = futures::stream::unfold((rx, cut, false), |(mut rx, cut, finished)| async move {
         if finished {

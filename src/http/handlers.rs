@@ -373,17 +373,20 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 /// Prometheus text format.
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Metrics", body = String, content_type = "text/plain; version=0.0.4")))]
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let engine = state.engine.get();
+pub async fn metrics(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let ready = state.engine().is_ok();
     let callers = state.limiter.as_ref().map_or(0, |l| l.callers());
-    let mut text = state.metrics.render(engine, ready, callers);
-    if let Some(h) = state.webhooks.get() {
-        h.render_metrics(&mut text);
-    }
-    HttpResponse::Ok()
+    let hooks = state.webhooks.get().map(|h| &**h);
+    let text = state
+        .metrics
+        .render(state.engine.get(), ready, callers, hooks)
+        .map_err(|e| {
+            tracing::error!(error = %e, "encoding the metrics");
+            ApiError::new(ProblemType::Internal, "the metrics could not be encoded")
+        })?;
+    Ok(HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(text)
+        .body(text))
 }
 
 /// This document.

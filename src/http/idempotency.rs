@@ -21,7 +21,6 @@
 //! - The whole sequence runs on a spawned task, so a client that hangs up cannot cut it
 //!   in half.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use actix_web::http::StatusCode;
@@ -105,10 +104,7 @@ pub async fn run(
         .idem_locks
         .remove_if(store_key.as_bytes(), |_, l| Arc::strong_count(l) == 1);
     if out.1 {
-        state
-            .metrics
-            .idempotent_replays
-            .fetch_add(1, Ordering::Relaxed);
+        state.metrics.idempotent_replays.inc();
     }
     out
 }

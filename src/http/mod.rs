@@ -61,6 +61,7 @@ pub struct AppState {
     pub feed: FeedSettings,
     pub tokens: Tokens,
     pub limiter: Option<ratelimit::RateLimiter>,
+    /// The edge's metrics and its registry (see [`metrics`]).
     pub metrics: metrics::HttpMetrics,
     /// One async mutex per Idempotency-Key being worked on (see [`idempotency`]).
     pub idem_locks: DashMap<Vec<u8>, Arc<tokio::sync::Mutex<()>>>,
@@ -71,8 +72,9 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(settings: &Settings) -> AppState {
-        AppState {
+    /// Fails only if the edge's metrics cannot be declared (see [`metrics::HttpMetrics::new`]).
+    pub fn new(settings: &Settings) -> prometheus::Result<AppState> {
+        Ok(AppState {
             engine: OnceLock::new(),
             webhooks: OnceLock::new(),
             settings: settings.requests.clone(),
@@ -82,10 +84,10 @@ impl AppState {
                 settings.rate_limit.per_second,
                 settings.rate_limit.burst,
             ),
-            metrics: metrics::HttpMetrics::default(),
+            metrics: metrics::HttpMetrics::new()?,
             idem_locks: DashMap::new(),
             shutdown: Shutdown::new(),
-        }
+        })
     }
 
     /// The engine, or 503 while it recovers (or after it stopped).
@@ -207,7 +209,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             "no auth tokens configured: every request is allowed (loopback only); set --auth-tokens to require tokens"
         );
     }
-    let state = web::Data::new(AppState::new(&settings));
+    let state = web::Data::new(AppState::new(&settings)?);
     let server = build_server(state.clone(), listener, &settings.server)?;
     let handle = server.handle();
     tracing::info!(%addr, durability = %settings.engine.durability, data_dir = %settings.engine.data_dir.display(), "listening; recovering the event log");
@@ -225,6 +227,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
         engine.clone(),
         (&settings.webhooks).into(),
         state.shutdown.clone(),
+        state.metrics.registry(),
     )?;
     let _ = state.webhooks.set(hooks);
     let _ = state.engine.set(engine.clone());

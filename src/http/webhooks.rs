@@ -29,6 +29,7 @@ use hmac::{Hmac, Mac};
 use ordo_engine::Engine;
 use ordo_storage::{now_ms, EventRecord};
 use parking_lot::Mutex;
+use prometheus::{IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use tokio::sync::Notify;
@@ -141,12 +142,87 @@ pub struct WebhookConfig {
     pub ca_file: Option<std::path::PathBuf>,
 }
 
-#[derive(Default)]
-pub struct SubStats {
-    pub deliveries: AtomicU64,
-    pub failures: AtomicU64,
-    pub retries: AtomicU64,
-    pub dead_letters: AtomicU64,
+/// Delivery metrics, one series per subscription (label `subscription`: its id). A
+/// subscription's series are created with it and removed with it, so a deleted one stops
+/// being exported; a delivery task still finishing holds its own handles and counts into
+/// series no longer exported.
+struct WebhookMetrics {
+    /// `ordo_webhook_lag`: seqs behind the log, set at each scrape (the log moves on
+    /// without the delivery task).
+    lag: IntGaugeVec,
+    /// `ordo_webhook_deliveries_total`.
+    deliveries: IntCounterVec,
+    /// `ordo_webhook_failures_total`.
+    failures: IntCounterVec,
+    /// `ordo_webhook_retries_total`.
+    retries: IntCounterVec,
+    /// `ordo_webhook_dead_letters`.
+    dead_letters: IntGaugeVec,
+}
+
+impl WebhookMetrics {
+    /// Declares the series and registers them in `registry`. Fails only if `registry`
+    /// already holds one of these names.
+    fn new(registry: &Registry) -> prometheus::Result<Self> {
+        let label = ["subscription"];
+        let counters = |name: &str, help: &str| -> prometheus::Result<IntCounterVec> {
+            let v = IntCounterVec::new(Opts::new(name, help), &label)?;
+            registry.register(Box::new(v.clone()))?;
+            Ok(v)
+        };
+        let gauges = |name: &str, help: &str| -> prometheus::Result<IntGaugeVec> {
+            let v = IntGaugeVec::new(Opts::new(name, help), &label)?;
+            registry.register(Box::new(v.clone()))?;
+            Ok(v)
+        };
+        Ok(WebhookMetrics {
+            lag: gauges("ordo_webhook_lag", "Seqs a subscription is behind the log.")?,
+            deliveries: counters("ordo_webhook_deliveries_total", "Events delivered (2xx).")?,
+            failures: counters(
+                "ordo_webhook_failures_total",
+                "Delivery attempts that failed.",
+            )?,
+            retries: counters(
+                "ordo_webhook_retries_total",
+                "Delivery attempts that were retries.",
+            )?,
+            dead_letters: gauges(
+                "ordo_webhook_dead_letters",
+                "Events on the dead-letter list.",
+            )?,
+        })
+    }
+
+    /// The series of subscription `id` (created now if new). Fails only on a wrong
+    /// number of label values, which is fixed here.
+    fn series(&self, id: &str) -> prometheus::Result<SubStats> {
+        Ok(SubStats {
+            lag: self.lag.get_metric_with_label_values(&[id])?,
+            deliveries: self.deliveries.get_metric_with_label_values(&[id])?,
+            failures: self.failures.get_metric_with_label_values(&[id])?,
+            retries: self.retries.get_metric_with_label_values(&[id])?,
+            dead_letters: self.dead_letters.get_metric_with_label_values(&[id])?,
+        })
+    }
+
+    /// Stops exporting subscription `id`.
+    fn remove(&self, id: &str) {
+        // An error only says the series was not there.
+        let _ = self.lag.remove_label_values(&[id]);
+        let _ = self.deliveries.remove_label_values(&[id]);
+        let _ = self.failures.remove_label_values(&[id]);
+        let _ = self.retries.remove_label_values(&[id]);
+        let _ = self.dead_letters.remove_label_values(&[id]);
+    }
+}
+
+/// One subscription's series (see [`WebhookMetrics`]).
+struct SubStats {
+    lag: IntGauge,
+    deliveries: IntCounter,
+    failures: IntCounter,
+    retries: IntCounter,
+    dead_letters: IntGauge,
 }
 
 struct Handle {
@@ -162,9 +238,16 @@ struct Handle {
 }
 
 impl Handle {
-    fn new(sub: Stored, cursor: u64, paused: bool, dead_letters: u64) -> Arc<Handle> {
-        let stats = SubStats::default();
-        stats.dead_letters.store(dead_letters, Relaxed);
+    fn new(
+        sub: Stored,
+        cursor: u64,
+        paused: bool,
+        dead_letters: u64,
+        stats: SubStats,
+    ) -> Arc<Handle> {
+        stats
+            .dead_letters
+            .set(i64::try_from(dead_letters).unwrap_or(i64::MAX));
         Arc::new(Handle {
             sub,
             cursor: AtomicU64::new(cursor),
@@ -191,6 +274,7 @@ pub struct Webhooks {
     /// dropped mid-delivery as soon as that worker went idle on shutdown, instead of
     /// finishing its attempt.
     runtime: tokio::runtime::Handle,
+    metrics: WebhookMetrics,
 }
 
 fn sub_key(id: &str) -> String {
@@ -264,11 +348,13 @@ fn validate(req: &CreateSubscription) -> Result<(), ApiError> {
 }
 
 impl Webhooks {
-    /// Loads the stored subscriptions and starts their delivery tasks.
+    /// Loads the stored subscriptions and starts their delivery tasks; their metrics go
+    /// to `registry`.
     pub fn start(
         engine: Engine,
         cfg: WebhookConfig,
         shutdown: Shutdown,
+        registry: &Registry,
     ) -> anyhow::Result<Arc<Webhooks>> {
         let mut builder = reqwest::Client::builder()
             .timeout(cfg.timeout)
@@ -295,6 +381,7 @@ impl Webhooks {
             shutdown,
             runtime: tokio::runtime::Handle::try_current()
                 .map_err(|e| anyhow::anyhow!("webhook delivery needs a runtime: {e}"))?,
+            metrics: WebhookMetrics::new(registry)?,
         });
         let store = hooks.engine.store().clone();
         for (_, v) in store.scan_meta("webhook/sub/")? {
@@ -311,7 +398,8 @@ impl Webhooks {
             };
             let paused = store.get_meta(&paused_key(&sub.id))?.is_some();
             let dead = store.scan_meta(&dead_prefix(&sub.id))?.len() as u64;
-            let h = Handle::new(sub, cursor, paused, dead);
+            let stats = hooks.metrics.series(&sub.id)?;
+            let h = Handle::new(sub, cursor, paused, dead, stats);
             hooks.subs.insert(h.sub.id.clone(), h.clone());
             hooks.clone().spawn(h);
         }
@@ -340,7 +428,7 @@ impl Webhooks {
             created_at: h.sub.created_at,
             cursor,
             lag: self.engine.journal().durable_seq().saturating_sub(cursor),
-            dead_letters: h.stats.dead_letters.load(Relaxed),
+            dead_letters: u64::try_from(h.stats.dead_letters.get()).unwrap_or(0),
         }
     }
 
@@ -357,12 +445,17 @@ impl Webhooks {
             start_after: req.after.unwrap_or(head).min(head),
         };
         let bytes = serde_json::to_vec(&sub).map_err(storage_err)?;
-        self.engine
-            .store()
-            .put_meta(&sub_key(&sub.id), &bytes)
-            .map_err(storage_err)?;
+        // The series first: nothing is stored for a subscription that could not be counted.
+        let stats = self.metrics.series(&sub.id).map_err(|e| {
+            tracing::error!(error = %e, "webhook metrics");
+            ApiError::new(ProblemType::Internal, "the subscription's metrics failed")
+        })?;
+        if let Err(e) = self.engine.store().put_meta(&sub_key(&sub.id), &bytes) {
+            self.metrics.remove(&sub.id);
+            return Err(storage_err(e));
+        }
         let cursor = sub.start_after;
-        let h = Handle::new(sub, cursor, false, 0);
+        let h = Handle::new(sub, cursor, false, 0, stats);
         self.subs.insert(h.sub.id.clone(), h.clone());
         let view = self.view(&h);
         self.clone().spawn(h);
@@ -391,6 +484,7 @@ impl Webhooks {
         h.deleted.store(true, Relaxed);
         h.wake.notify_one();
         self.subs.remove(id);
+        self.metrics.remove(id);
         let store = self.engine.store();
         let _g = h.dead_lock.lock();
         store.delete_meta(&sub_key(id)).map_err(storage_err)?;
@@ -426,60 +520,13 @@ impl Webhooks {
         Ok(n)
     }
 
-    /// Prometheus lines for `/metrics`.
-    pub fn render_metrics(&self, out: &mut String) {
-        use std::fmt::Write;
+    /// Brings the gauges that are read rather than counted (the lag) up to date, for a
+    /// scrape.
+    pub fn refresh_metrics(&self) {
         let head = self.engine.journal().durable_seq();
-        let mut subs: Vec<_> = self.subs.iter().map(|e| e.value().clone()).collect();
-        subs.sort_by(|a, b| a.sub.id.cmp(&b.sub.id));
-        type Metric = (
-            &'static str,
-            &'static str,
-            &'static str,
-            fn(&Handle, u64) -> u64,
-        );
-        let metrics: [Metric; 5] = [
-            (
-                "ordo_webhook_lag",
-                "gauge",
-                "Seqs a subscription is behind the log.",
-                |h, head| head.saturating_sub(h.cursor.load(Relaxed)),
-            ),
-            (
-                "ordo_webhook_deliveries_total",
-                "counter",
-                "Events delivered (2xx).",
-                |h, _| h.stats.deliveries.load(Relaxed),
-            ),
-            (
-                "ordo_webhook_failures_total",
-                "counter",
-                "Delivery attempts that failed.",
-                |h, _| h.stats.failures.load(Relaxed),
-            ),
-            (
-                "ordo_webhook_retries_total",
-                "counter",
-                "Delivery attempts that were retries.",
-                |h, _| h.stats.retries.load(Relaxed),
-            ),
-            (
-                "ordo_webhook_dead_letters",
-                "gauge",
-                "Events on the dead-letter list.",
-                |h, _| h.stats.dead_letters.load(Relaxed),
-            ),
-        ];
-        for (name, kind, help, f) in metrics {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for h in &subs {
-                let _ = writeln!(
-                    out,
-                    "{name}{{subscription=\"{}\"}} {}",
-                    h.sub.id,
-                    f(h, head)
-                );
-            }
+        for h in self.subs.iter() {
+            let lag = head.saturating_sub(h.cursor.load(Relaxed));
+            h.stats.lag.set(i64::try_from(lag).unwrap_or(i64::MAX));
         }
     }
 
@@ -594,7 +641,7 @@ impl Webhooks {
         let existed = matches!(self.engine.store().get_meta(&key), Ok(Some(_)));
         match serde_json::to_vec(&d).map(|b| self.engine.store().put_meta(&key, &b)) {
             Ok(Ok(())) if !existed => {
-                h.stats.dead_letters.fetch_add(1, Relaxed);
+                h.stats.dead_letters.inc();
             }
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "storing a dead letter"),
@@ -626,7 +673,7 @@ impl Webhooks {
                         .delete_meta(&dead_key(&h.sub.id, d.seq))
                         .is_ok()
                     {
-                        h.stats.dead_letters.fetch_sub(1, Relaxed);
+                        h.stats.dead_letters.dec();
                     }
                 }
                 // Interrupted by shutdown: the dead letter stays as it was.
@@ -649,7 +696,7 @@ impl Webhooks {
                 return Err((attempt - 1, "shutting down".into()));
             }
             if attempt > 1 {
-                h.stats.retries.fetch_add(1, Relaxed);
+                h.stats.retries.inc();
             }
             let t = now_ms() / 1000;
             let res = self
@@ -666,13 +713,13 @@ impl Webhooks {
                 .await;
             match res {
                 Ok(resp) if resp.status().is_success() => {
-                    h.stats.deliveries.fetch_add(1, Relaxed);
+                    h.stats.deliveries.inc();
                     return Ok(());
                 }
                 Ok(resp) => last = format!("HTTP {}", resp.status()),
                 Err(e) => last = format!("{e}"),
             }
-            h.stats.failures.fetch_add(1, Relaxed);
+            h.stats.failures.inc();
             if attempt < self.cfg.max_attempts {
                 let exp = self
                     .cfg

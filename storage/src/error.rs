@@ -49,6 +49,10 @@ pub enum StorageError {
     #[error("encode: {0}")]
     Encode(String),
 
+    /// The journal's metrics could not be declared or registered (start-up only).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
+
     /// The data directory could not be prepared.
     #[error("data directory {path}: {source}")]
     Io {

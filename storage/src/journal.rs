@@ -20,7 +20,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::thread::JoinHandle;
@@ -33,6 +33,7 @@ use tokio::sync::{oneshot, watch};
 use crate::codec::{self, seq_key, stream_key};
 use crate::error::{Result, StorageError};
 use crate::event::{valid_stream_name, NewEvent};
+use crate::metrics::JournalMetrics;
 use crate::store::{
     IdempotencyRecord, SnapshotRecord, Store, CF_EVENTS, CF_IDEMPOTENCY, CF_META, CF_SNAPSHOTS,
     CF_STREAMS, META_LAST_SEQ,
@@ -104,30 +105,6 @@ pub struct Receipt {
     pub last_seq: u64,
 }
 
-/// Counters the journal keeps for metrics and benchmarks.
-#[derive(Debug, Default)]
-pub struct JournalStats {
-    pub batches: AtomicU64,
-    pub events: AtomicU64,
-    pub appends: AtomicU64,
-    pub write_nanos: AtomicU64,
-    pub max_batch_events: AtomicU64,
-    /// Histogram of batch write latency; bucket `i` counts writes of at most
-    /// [`WRITE_BUCKETS_US`]`[i]` microseconds, the last bucket everything slower.
-    pub write_hist: [AtomicU64; WRITE_BUCKETS_US.len() + 1],
-    /// Histogram of events per batch, bucket bounds [`BATCH_BUCKETS`].
-    pub batch_hist: [AtomicU64; BATCH_BUCKETS.len() + 1],
-}
-
-pub const WRITE_BUCKETS_US: [u64; 12] = [
-    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 1_000_000,
-];
-pub const BATCH_BUCKETS: [u64; 10] = [1, 2, 4, 8, 16, 64, 256, 1024, 4096, 16384];
-
-fn bucket(bounds: &[u64], v: u64) -> usize {
-    bounds.iter().position(|b| v <= *b).unwrap_or(bounds.len())
-}
-
 struct Pending {
     req: Append,
     tx: oneshot::Sender<Result<Receipt>>,
@@ -146,7 +123,7 @@ struct Queue {
 struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
-    stats: JournalStats,
+    metrics: JournalMetrics,
     durable: watch::Sender<u64>,
     /// Failure point: the next batch write fails as if RocksDB had refused it.
     fail_next_write: AtomicBool,
@@ -203,10 +180,12 @@ impl Journal {
     pub fn start_with(store: Arc<Store>, options: JournalOptions) -> Result<Self> {
         let last_seq = store.last_seq()?;
         let (durable, _) = watch::channel(last_seq);
+        let metrics = JournalMetrics::new()?;
+        metrics.set_durable(last_seq);
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
-            stats: JournalStats::default(),
+            metrics,
             durable,
             fail_next_write: AtomicBool::new(false),
             options,
@@ -274,8 +253,9 @@ impl Journal {
         self.inner.shared.queue.lock().stopped.clone()
     }
 
-    pub fn stats(&self) -> &JournalStats {
-        &self.inner.shared.stats
+    /// What the journal counts (for `/metrics`, benchmarks and tests).
+    pub fn metrics(&self) -> &JournalMetrics {
+        &self.inner.shared.metrics
     }
 
     /// Failure point for tests: the next batch write fails as a disk error would, which
@@ -602,27 +582,15 @@ impl Writer {
                 }
                 return Err(reason);
             }
-            let stats = &self.shared.stats;
-            stats.batches.fetch_add(1, Ordering::Relaxed);
-            stats.events.fetch_add(n_events, Ordering::Relaxed);
-            stats.write_nanos.fetch_add(nanos, Ordering::Relaxed);
-            stats
-                .max_batch_events
-                .fetch_max(n_events, Ordering::Relaxed);
-            stats.write_hist[bucket(&WRITE_BUCKETS_US, nanos / 1_000)]
-                .fetch_add(1, Ordering::Relaxed);
-            stats.batch_hist[bucket(&BATCH_BUCKETS, n_events)].fetch_add(1, Ordering::Relaxed);
+            self.shared.metrics.batch_written(n_events, nanos);
         }
-        self.shared
-            .stats
-            .appends
-            .fetch_add(answers.len() as u64, Ordering::Relaxed);
 
         if self.heads.len() + staged.len() > HEAD_CACHE_MAX {
             self.heads.clear();
         }
         self.heads.extend(staged);
         self.next_seq = next;
+        self.shared.metrics.set_durable(next - 1);
         self.shared.durable.send_replace(next - 1);
         for (tx, res) in answers {
             let _ = tx.send(res);

@@ -158,11 +158,7 @@ fn concurrent_submitters_get_gap_free_ordered_seqs() {
         *v += 1;
     }
     assert_eq!(expect_seq, total + 1);
-    let stats = j.stats();
-    assert_eq!(
-        stats.events.load(std::sync::atomic::Ordering::Relaxed),
-        total
-    );
+    assert_eq!(j.metrics().events.get(), total);
 }
 
 #[test]
@@ -926,7 +922,7 @@ fn a_snapshot_append_waits_for_the_batch_after_the_events_it_covers() {
         ..Append::default()
     });
     let other = j.append(Append::events(vec![ev("order/o", 1)]));
-    let batches = |j: &Journal| j.stats().batches.load(std::sync::atomic::Ordering::Relaxed);
+    let batches = |j: &Journal| j.metrics().batch_events.get_sample_count();
     let before = batches(&j);
     drop(hold);
     events.wait().unwrap();

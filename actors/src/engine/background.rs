@@ -146,7 +146,7 @@ impl Engine {
                 })
                 .await?;
             inner.last_checkpoint.store(seq, Ordering::Relaxed);
-            inner.metrics.checkpoints.fetch_add(1, Ordering::Relaxed);
+            inner.metrics.checkpoints.inc();
             Ok(seq)
         }
         .await;

@@ -7,11 +7,14 @@
 //! expires it at once. Entries leave the table when an actor takes the order over.
 //!
 //! One mutex: inserts and removals are a few hundred nanoseconds, far below the rest of
-//! a placement, and the driver takes due entries in one short critical section.
+//! a placement, and the driver takes due entries in one short critical section. The
+//! table's size is kept in a gauge (`ordo_pending_orders_without_actor`), set under that
+//! mutex whenever the size changes, so it always matches the table.
 
 use std::collections::{BTreeSet, HashMap};
 
 use parking_lot::Mutex;
+use prometheus::IntGauge;
 
 #[derive(Default)]
 struct Table {
@@ -19,12 +22,28 @@ struct Table {
     by_id: HashMap<u128, u64>,
 }
 
-#[derive(Default)]
 pub(crate) struct Deadlines {
     table: Mutex<Table>,
+    /// The number of entries, for `/metrics`.
+    size: IntGauge,
+}
+
+impl Table {
+    fn size(&self) -> i64 {
+        i64::try_from(self.by_id.len()).unwrap_or(i64::MAX)
+    }
 }
 
 impl Deadlines {
+    /// An empty table that keeps its size in `size`.
+    pub(crate) fn new(size: IntGauge) -> Self {
+        size.set(0);
+        Deadlines {
+            table: Mutex::default(),
+            size,
+        }
+    }
+
     /// Records `id` as due at `at_ms`; false if `id` is not a ULID (the caller then keeps
     /// an actor for it instead).
     pub(crate) fn insert(&self, id: &str, at_ms: u64) -> bool {
@@ -36,6 +55,7 @@ impl Deadlines {
             t.by_time.remove(&(old, u.0));
         }
         t.by_time.insert((at_ms, u.0));
+        self.size.set(t.size());
         true
     }
 
@@ -46,6 +66,7 @@ impl Deadlines {
         let mut t = self.table.lock();
         if let Some(at) = t.by_id.remove(&u.0) {
             t.by_time.remove(&(at, u.0));
+            self.size.set(t.size());
         }
     }
 
@@ -64,6 +85,7 @@ impl Deadlines {
             t.by_id.remove(&id);
             out.push(ulid::Ulid(id).to_string());
         }
+        self.size.set(t.size());
         out
     }
 
@@ -106,7 +128,8 @@ mod tests {
 
     #[test]
     fn due_ids_come_out_in_deadline_order_once() {
-        let d = Deadlines::default();
+        let size = IntGauge::new("size", "entries").unwrap();
+        let d = Deadlines::new(size.clone());
         let ids: Vec<String> = (0..3).map(|_| ulid::Ulid::new().to_string()).collect();
         assert!(d.insert(&ids[0], 30));
         assert!(d.insert(&ids[1], 10));
@@ -118,10 +141,12 @@ mod tests {
         assert_eq!(d.take_due(25, 10), vec![ids[1].clone()]);
         assert_eq!(d.take_due(25, 10), Vec::<String>::new());
         assert_eq!(d.len(), 1);
+        assert_eq!(size.get(), 1);
         let back = decode(&d.encode());
         assert_eq!(back.get(&ids[2]), Some(&40));
         assert_eq!(back.len(), 1);
         assert_eq!(d.take_due(100, 10), vec![ids[2].clone()]);
         assert_eq!(d.len(), 0);
+        assert_eq!(size.get(), 0);
     }
 }

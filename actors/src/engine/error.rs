@@ -33,6 +33,9 @@ pub enum EngineError {
     /// A stored event does not decode.
     #[error("stored event does not decode: {0}")]
     Decode(String),
+    /// The engine's metrics could not be declared or registered (start-up only).
+    #[error("metrics: {0}")]
+    Metrics(#[from] prometheus::Error),
     /// The engine is shutting down or its actors are gone.
     #[error("engine unavailable: {0}")]
     Unavailable(String),

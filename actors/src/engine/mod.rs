@@ -11,6 +11,7 @@ pub mod config;
 pub(crate) mod deadlines;
 pub mod error;
 mod idempotency;
+mod metrics;
 mod order_actor;
 mod recovery;
 /// Recovery helpers used by the CLI (`ordo verify`).
@@ -42,6 +43,7 @@ use actix_rt::{Arbiter, ArbiterHandle, System};
 use dashmap::DashMap;
 use ordo_storage::{Append, EventRecord, Journal, JournalOptions, Store, StoreOptions};
 use parking_lot::{Mutex, RwLock};
+use prometheus::Registry;
 use tokio::sync::oneshot;
 
 use crate::domain::order::{
@@ -54,29 +56,11 @@ use crate::domain::{validate_lines, validate_sku, DomainError, LineRequest, Orde
 pub use config::{Durability, EngineConfig};
 pub use error::{EngineError, EngineResult};
 pub use idempotency::{render, Idempotency, Outcome, Render};
+pub use metrics::EngineMetrics;
 use order_actor::{OrderActor, OrderReq, PaymentReport};
 pub use recovery::RecoveryStats;
 use sku_actor::{SkuActor, SkuHandle, SkuReq};
 pub use view::OrderView;
-
-/// Counters for metrics (read with `Ordering::Relaxed`).
-#[derive(Debug, Default)]
-pub struct EngineMetrics {
-    pub orders_pending: AtomicU64,
-    pub orders_failed_out_of_stock: AtomicU64,
-    pub orders_failed_limit: AtomicU64,
-    pub orders_confirmed: AtomicU64,
-    pub orders_cancelled: AtomicU64,
-    pub orders_fulfilled: AtomicU64,
-    pub expired: AtomicU64,
-    pub refunds_requested: AtomicU64,
-    pub overloaded: AtomicU64,
-    pub live_orders: AtomicU64,
-    /// Shared with the SKU actors, which count themselves out when they passivate.
-    pub live_skus: Arc<AtomicU64>,
-    pub checkpoints: AtomicU64,
-    pub snapshot_decode_failures: AtomicU64,
-}
 
 /// A request to create or update a SKU.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -114,6 +98,9 @@ pub(crate) struct Inner {
     arbiters: Vec<ArbiterHandle>,
     next_arbiter: AtomicUsize,
     pub(crate) metrics: EngineMetrics,
+    /// The engine's and the journal's metrics, for `/metrics`. One per engine, not the
+    /// process-wide default: a process (a test run) may open several engines.
+    registry: Registry,
     last_checkpoint: AtomicU64,
     checkpointing: AtomicBool,
     shut_down: AtomicBool,
@@ -143,7 +130,13 @@ impl Engine {
                 stop_on_conflict: true,
             },
         )?;
+        let registry = Registry::new();
+        let metrics = EngineMetrics::new(&registry)?;
+        journal.metrics().register(&registry)?;
         let recovered = recovery::recover(&store, config.ignore_snapshots)?;
+        metrics
+            .snapshot_decode_failures
+            .inc_by(recovered.stats.snapshot_failures);
         let (runtime, arbiters) = start_runtime(config.workers)?;
         let inner = Arc::new(Inner {
             last_checkpoint: AtomicU64::new(recovered.stats.checkpoint_seq),
@@ -154,17 +147,14 @@ impl Engine {
             sku_index: RwLock::new(BTreeSet::new()),
             orders: DashMap::new(),
             placing: DashMap::new(),
-            deadlines: deadlines::Deadlines::default(),
+            deadlines: deadlines::Deadlines::new(metrics.pending_without_actor.clone()),
             arbiters,
             next_arbiter: AtomicUsize::new(0),
-            metrics: EngineMetrics::default(),
+            metrics,
+            registry,
             checkpointing: AtomicBool::new(false),
             shut_down: AtomicBool::new(false),
         });
-        inner
-            .metrics
-            .snapshot_decode_failures
-            .store(recovered.stats.snapshot_failures, Ordering::Relaxed);
         let engine = Engine {
             inner,
             runtime: Arc::new(runtime),
@@ -211,8 +201,14 @@ impl Engine {
         self.inner.deadlines.len()
     }
 
+    /// What the engine counts, as typed handles.
     pub fn metrics(&self) -> &EngineMetrics {
         &self.inner.metrics
+    }
+
+    /// The registry holding the engine's and the journal's metrics, for `/metrics`.
+    pub fn registry(&self) -> &Registry {
+        &self.inner.registry
     }
 
     pub fn config(&self) -> &EngineConfig {

@@ -211,7 +211,7 @@ impl Engine {
             .await?;
         match &result {
             Ok(_) => {
-                inner.metrics.orders_pending.fetch_add(1, Ordering::Relaxed);
+                inner.metrics.orders_pending.inc();
                 // No actor until something happens to the order (see `deadlines`).
                 if !inner.deadlines.insert(&state.id, state.expires_at_ms) {
                     inner.start_order(state);
@@ -222,7 +222,7 @@ impl Engine {
                     DomainError::LimitExceeded { .. } => &inner.metrics.orders_failed_limit,
                     _ => &inner.metrics.orders_failed_out_of_stock,
                 };
-                counter.fetch_add(1, Ordering::Relaxed);
+                counter.inc();
             }
             Err(_) => {}
         }

@@ -35,7 +35,7 @@ impl Inner {
             self.metrics.live_skus.clone(),
         );
         let addr = SkuActor::start_in_arbiter(self.arbiter(), move |_| actor);
-        self.metrics.live_skus.fetch_add(1, Ordering::Relaxed);
+        self.metrics.live_skus.inc();
         SkuHandle { addr, queued }
     }
 
@@ -149,7 +149,7 @@ impl Inner {
             let (msg, before) = handle.enqueue(make(tx));
             if admission == Admission::RefuseWhenFull && before >= self.config.sku_mailbox {
                 drop(msg);
-                self.metrics.overloaded.fetch_add(1, Ordering::Relaxed);
+                self.metrics.overloaded.inc();
                 return Err(EngineError::Overloaded {
                     sku: sku.to_owned(),
                 });
@@ -177,7 +177,7 @@ impl Inner {
                 OrderEvent::RefundRequested(_) => &m.refunds_requested,
                 _ => continue,
             };
-            c.fetch_add(1, Ordering::Relaxed);
+            c.inc();
         }
     }
 

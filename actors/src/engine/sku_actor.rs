@@ -121,7 +121,7 @@ pub(crate) struct SkuActor {
     /// A SKU with no holds and no message for this long is passivated.
     idle_timeout: Duration,
     last_activity: Instant,
-    metrics_live: Arc<std::sync::atomic::AtomicU64>,
+    metrics_live: prometheus::IntGauge,
 }
 
 impl SkuActor {
@@ -134,7 +134,7 @@ impl SkuActor {
         snapshot_every: u64,
         registry: Arc<DashMap<String, SkuHandle>>,
         idle_timeout: Duration,
-        metrics_live: Arc<std::sync::atomic::AtomicU64>,
+        metrics_live: prometheus::IntGauge,
     ) -> Self {
         SkuActor {
             stream: Arc::from(format!("sku/{sku}")),
@@ -232,8 +232,7 @@ impl Actor for SkuActor {
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
-        self.metrics_live
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.metrics_live.dec();
     }
 }
 

@@ -28,7 +28,7 @@ fn a_payment_racing_a_cancel_never_sells_the_unit_twice() {
     let cancelled_before = engine
         .metrics()
         .orders_cancelled
-        .load(std::sync::atomic::Ordering::Relaxed);
+        .get();
     let e1 = engine.clone();
     let id = a.id.clone();
     let cancel = std::thread::spawn(move || block_on(e1.cancel(&id, "changed mind", None)));
@@ -36,7 +36,7 @@ fn a_payment_racing_a_cancel_never_sells_the_unit_twice() {
     assert!(eventually(|| engine
         .metrics()
         .orders_cancelled
-        .load(std::sync::atomic::Ordering::Relaxed)
+        .get()
         > cancelled_before));
     let e2 = engine.clone();
     let id = a.id.clone();

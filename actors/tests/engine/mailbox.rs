@@ -44,7 +44,7 @@ fn a_full_sku_queue_refuses_new_orders_for_that_sku_only() {
         engine
             .metrics()
             .overloaded
-            .load(std::sync::atomic::Ordering::Relaxed)
+            .get()
             >= 5
     );
     let s = block_on(engine.get_sku("HOT")).unwrap();
@@ -68,7 +68,7 @@ fn the_sku_queue_count_survives_checkpoints_and_callers_that_hang_up() {
     assert!(eventually(|| engine
         .metrics()
         .checkpoints
-        .load(std::sync::atomic::Ordering::Relaxed)
+        .get()
         > 0));
     assert_eq!(engine.sku_queue_for_test("Q"), 0);
     let release = block_on(engine.hold_sku_for_test("Q")).unwrap();

@@ -17,7 +17,7 @@ fn idle_skus_passivate_and_come_back_with_their_counters_under_concurrent_use() 
     let live = |e: &Engine| {
         e.metrics()
             .live_skus
-            .load(std::sync::atomic::Ordering::Relaxed)
+            .get()
     };
     block_on(engine.upsert_sku(sku("A", 10, 100), None)).unwrap();
     block_on(engine.upsert_sku(sku("B", 10, 100), None)).unwrap();

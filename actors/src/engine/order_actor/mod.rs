@@ -194,10 +194,7 @@ impl OrderActor {
                 _ => return act.arm_expiry(ctx), // not yet due (clock) or no longer PENDING
             };
             let ticket = act.persist(&events, None, |_| None);
-            act.engine
-                .metrics
-                .expired
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            act.engine.metrics.expired.inc();
             act.release(ctx, "expired", ticket, None, |_, t| drop(t));
         });
     }
@@ -304,10 +301,7 @@ impl OrderActor {
             reply_when_durable(ticket, reply, Err(EngineError::NotPayable { order: view }));
         };
         if was_pending && self.state.status == Some(Status::Cancelled) {
-            self.engine
-                .metrics
-                .expired
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.engine.metrics.expired.inc();
             self.release(ctx, "expired", ticket, trace, move |_, t| finish(t, reply));
         } else {
             finish(ticket, reply);
@@ -391,10 +385,7 @@ impl Actor for OrderActor {
             .order_idle_timeout
             .max(Duration::from_millis(50));
         ctx.run_interval(every, |act, ctx| act.maybe_passivate(ctx));
-        self.engine
-            .metrics
-            .live_orders
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.engine.metrics.live_orders.inc();
     }
 
     fn stopped(&mut self, ctx: &mut Self::Context) {
@@ -402,10 +393,7 @@ impl Actor for OrderActor {
         self.engine
             .orders
             .remove_if(&self.state.id, |_, a| *a == me);
-        self.engine
-            .metrics
-            .live_orders
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        self.engine.metrics.live_orders.dec();
     }
 }
 
