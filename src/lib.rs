@@ -27,8 +27,10 @@ pub mod bench;
 pub mod cli;
 pub mod config;
 pub mod http;
+pub mod shutdown;
 pub mod telemetry;
 pub mod torture;
+pub mod webhooks;
 
 pub use ordo_engine::domain::order::{PaymentOutcome, ShipmentStep, Status};
 pub use ordo_engine::domain::{DomainError, LineRequest};

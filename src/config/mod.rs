@@ -29,7 +29,7 @@ use std::time::Duration;
 use ordo_engine::EngineConfig;
 use ordo_storage::Durability;
 
-use crate::http::webhooks::WebhookConfig;
+use crate::webhooks::WebhookConfig;
 
 pub use layer::ServeArgs;
 pub use values::{parse_tokens, ConfigError, LogFormat, Role};

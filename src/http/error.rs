@@ -176,6 +176,23 @@ impl From<DomainError> for ApiError {
     }
 }
 
+impl From<crate::webhooks::WebhookError> for ApiError {
+    fn from(e: crate::webhooks::WebhookError) -> Self {
+        use crate::webhooks::WebhookError as W;
+        match e {
+            W::Invalid(detail) => ApiError::invalid(detail),
+            W::NotFound { id } => ApiError::not_found(format!("subscription {id} not found")),
+            W::Store(_) => ApiError::new(
+                ProblemType::Internal,
+                "the subscription store failed; see the server log",
+            ),
+            W::Metrics(_) => {
+                ApiError::new(ProblemType::Internal, "the subscription's metrics failed")
+            }
+        }
+    }
+}
+
 impl From<EngineError> for ApiError {
     fn from(e: EngineError) -> Self {
         ApiError::from(&e)

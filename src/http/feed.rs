@@ -23,8 +23,8 @@ use utoipa::IntoParams;
 
 use super::caller::Caller;
 use super::error::{ApiError, Problem, ProblemType};
-use super::webhooks::{CreateSubscription, DeadLetter, SubscriptionView, Webhooks};
 use super::AppState;
+use crate::webhooks::{CreateSubscription, DeadLetter, SubscriptionView, Webhooks};
 
 const PROBLEM: &str = "application/problem+json";
 

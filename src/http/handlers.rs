@@ -301,7 +301,7 @@ pub async fn list_events(
             let v: Vec<String> = t.split(',').map(|s| s.trim().to_owned()).collect();
             if let Some(bad) = v
                 .iter()
-                .find(|t| !super::webhooks::EVENT_TYPES.contains(&t.as_str()))
+                .find(|t| !crate::webhooks::EVENT_TYPES.contains(&t.as_str()))
             {
                 return Err(ApiError::invalid(format!("unknown event type `{bad}`")));
             }

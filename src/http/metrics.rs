@@ -22,7 +22,7 @@ use prometheus::{
     HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
-use super::webhooks::Webhooks;
+use crate::webhooks::Webhooks;
 
 /// Latency bucket bounds, seconds.
 const LATENCY_BUCKETS: [f64; 14] = [

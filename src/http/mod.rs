@@ -13,7 +13,7 @@
 //! 5. the engine's own shutdown: checkpoint (snapshots + log position), flush the
 //!    journal, stop the actors; exit 0.
 //!
-//! The background tasks of steps 2 and 4 are tracked by [`shutdown::Shutdown`] stages,
+//! The background tasks of steps 2 and 4 are tracked by [`crate::shutdown::Shutdown`] stages,
 //! so nothing still reads or writes the store when the engine stops.
 
 pub mod answer;
@@ -30,8 +30,6 @@ pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
-pub mod shutdown;
-pub mod webhooks;
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -44,16 +42,16 @@ use dashmap::DashMap;
 use ordo_engine::Engine;
 
 use crate::config::{EngineSettings, FeedSettings, RequestSettings, ServerSettings, Settings};
+use crate::shutdown::Shutdown;
 use caller::{Tokens, TraceId};
 use error::{ApiError, ProblemType};
-use shutdown::Shutdown;
 
 /// What every handler shares.
 pub struct AppState {
     /// Set once recovery has finished.
     pub engine: OnceLock<Engine>,
     /// Set once the webhook deliveries have started (right after recovery).
-    pub webhooks: OnceLock<Arc<webhooks::Webhooks>>,
+    pub webhooks: OnceLock<Arc<crate::webhooks::Webhooks>>,
     /// What every request is held to (body size, idempotency retention): the
     /// `requests` subtree of the settings, all the handlers read of them.
     pub settings: RequestSettings,
@@ -223,7 +221,7 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             return Err(e);
         }
     };
-    let hooks = webhooks::Webhooks::start(
+    let hooks = crate::webhooks::Webhooks::start(
         engine.clone(),
         (&settings.webhooks).into(),
         state.shutdown.clone(),

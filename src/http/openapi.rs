@@ -46,8 +46,8 @@ impl Modify for BearerAuth {
         PaymentBody, CancelBody, ShipmentBody, SkuPage, EventPage, EventJson, Health,
         dto::SkuView, dto::OrderView, dto::Status, dto::PaymentOutcome, dto::ShipmentStep,
         dto::OrderLine, dto::HistoryEntry, dto::FailureReason,
-        super::webhooks::CreateSubscription, super::webhooks::SubscriptionView,
-        super::webhooks::DeadLetter, super::webhooks::OnFailure, super::feed::Redriven
+        crate::webhooks::CreateSubscription, crate::webhooks::SubscriptionView,
+        crate::webhooks::DeadLetter, crate::webhooks::OnFailure, super::feed::Redriven
     )),
     modifiers(&BearerAuth),
     tags(

@@ -25,19 +25,14 @@ fn a_payment_racing_a_cancel_never_sells_the_unit_twice() {
     let a = block_on(engine.place_order(order("ann", &[("LAST", 1)]), None)).unwrap();
 
     let hold = engine.journal().hold_writes_for_test();
-    let cancelled_before = engine
-        .metrics()
-        .orders_cancelled
-        .get();
+    let cancelled_before = engine.metrics().orders_cancelled.get();
     let e1 = engine.clone();
     let id = a.id.clone();
     let cancel = std::thread::spawn(move || block_on(e1.cancel(&id, "changed mind", None)));
     // The cancel is decided (in memory, not durable: the journal is held).
-    assert!(eventually(|| engine
-        .metrics()
-        .orders_cancelled
-        .get()
-        > cancelled_before));
+    assert!(eventually(
+        || engine.metrics().orders_cancelled.get() > cancelled_before
+    ));
     let e2 = engine.clone();
     let id = a.id.clone();
     let total = a.total_minor;

@@ -40,13 +40,7 @@ fn a_full_sku_queue_refuses_new_orders_for_that_sku_only() {
     for t in queued {
         assert_eq!(t.join().unwrap().unwrap().status, Status::Pending);
     }
-    assert!(
-        engine
-            .metrics()
-            .overloaded
-            .get()
-            >= 5
-    );
+    assert!(engine.metrics().overloaded.get() >= 5);
     let s = block_on(engine.get_sku("HOT")).unwrap();
     assert_eq!((s.available, s.reserved), (92, 8));
     block_on(engine.shutdown()).unwrap();
@@ -65,11 +59,7 @@ fn the_sku_queue_count_survives_checkpoints_and_callers_that_hang_up() {
     let engine = Engine::open(cfg).unwrap();
     block_on(engine.upsert_sku(sku("Q", 100, 10), None)).unwrap();
     block_on(engine.place_order(order("a", &[("Q", 1)]), None)).unwrap();
-    assert!(eventually(|| engine
-        .metrics()
-        .checkpoints
-        .get()
-        > 0));
+    assert!(eventually(|| engine.metrics().checkpoints.get() > 0));
     assert_eq!(engine.sku_queue_for_test("Q"), 0);
     let release = block_on(engine.hold_sku_for_test("Q")).unwrap();
     for _ in 0..5 {

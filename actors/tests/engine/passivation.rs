@@ -14,11 +14,7 @@ fn idle_skus_passivate_and_come_back_with_their_counters_under_concurrent_use() 
     let mut cfg = config(dir.path(), Durability::Sync);
     cfg.sku_idle_timeout = Duration::from_millis(30);
     let engine = Engine::open(cfg).unwrap();
-    let live = |e: &Engine| {
-        e.metrics()
-            .live_skus
-            .get()
-    };
+    let live = |e: &Engine| e.metrics().live_skus.get();
     block_on(engine.upsert_sku(sku("A", 10, 100), None)).unwrap();
     block_on(engine.upsert_sku(sku("B", 10, 100), None)).unwrap();
     assert!(eventually(|| live(&engine) == 0), "idle SKUs passivate");

@@ -34,8 +34,13 @@ use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 use tokio::sync::Notify;
 
-use super::error::{ApiError, ProblemType};
-use super::shutdown::Shutdown;
+use crate::shutdown::Shutdown;
+
+mod delivery;
+mod error;
+mod metrics;
+pub use error::WebhookError;
+use metrics::{SubStats, WebhookMetrics};
 
 /// The event types of SPEC §1, the only ones a subscription may name.
 pub const EVENT_TYPES: [&str; 18] = [
@@ -142,89 +147,6 @@ pub struct WebhookConfig {
     pub ca_file: Option<std::path::PathBuf>,
 }
 
-/// Delivery metrics, one series per subscription (label `subscription`: its id). A
-/// subscription's series are created with it and removed with it, so a deleted one stops
-/// being exported; a delivery task still finishing holds its own handles and counts into
-/// series no longer exported.
-struct WebhookMetrics {
-    /// `ordo_webhook_lag`: seqs behind the log, set at each scrape (the log moves on
-    /// without the delivery task).
-    lag: IntGaugeVec,
-    /// `ordo_webhook_deliveries_total`.
-    deliveries: IntCounterVec,
-    /// `ordo_webhook_failures_total`.
-    failures: IntCounterVec,
-    /// `ordo_webhook_retries_total`.
-    retries: IntCounterVec,
-    /// `ordo_webhook_dead_letters`.
-    dead_letters: IntGaugeVec,
-}
-
-impl WebhookMetrics {
-    /// Declares the series and registers them in `registry`. Fails only if `registry`
-    /// already holds one of these names.
-    fn new(registry: &Registry) -> prometheus::Result<Self> {
-        let label = ["subscription"];
-        let counters = |name: &str, help: &str| -> prometheus::Result<IntCounterVec> {
-            let v = IntCounterVec::new(Opts::new(name, help), &label)?;
-            registry.register(Box::new(v.clone()))?;
-            Ok(v)
-        };
-        let gauges = |name: &str, help: &str| -> prometheus::Result<IntGaugeVec> {
-            let v = IntGaugeVec::new(Opts::new(name, help), &label)?;
-            registry.register(Box::new(v.clone()))?;
-            Ok(v)
-        };
-        Ok(WebhookMetrics {
-            lag: gauges("ordo_webhook_lag", "Seqs a subscription is behind the log.")?,
-            deliveries: counters("ordo_webhook_deliveries_total", "Events delivered (2xx).")?,
-            failures: counters(
-                "ordo_webhook_failures_total",
-                "Delivery attempts that failed.",
-            )?,
-            retries: counters(
-                "ordo_webhook_retries_total",
-                "Delivery attempts that were retries.",
-            )?,
-            dead_letters: gauges(
-                "ordo_webhook_dead_letters",
-                "Events on the dead-letter list.",
-            )?,
-        })
-    }
-
-    /// The series of subscription `id` (created now if new). Fails only on a wrong
-    /// number of label values, which is fixed here.
-    fn series(&self, id: &str) -> prometheus::Result<SubStats> {
-        Ok(SubStats {
-            lag: self.lag.get_metric_with_label_values(&[id])?,
-            deliveries: self.deliveries.get_metric_with_label_values(&[id])?,
-            failures: self.failures.get_metric_with_label_values(&[id])?,
-            retries: self.retries.get_metric_with_label_values(&[id])?,
-            dead_letters: self.dead_letters.get_metric_with_label_values(&[id])?,
-        })
-    }
-
-    /// Stops exporting subscription `id`.
-    fn remove(&self, id: &str) {
-        // An error only says the series was not there.
-        let _ = self.lag.remove_label_values(&[id]);
-        let _ = self.deliveries.remove_label_values(&[id]);
-        let _ = self.failures.remove_label_values(&[id]);
-        let _ = self.retries.remove_label_values(&[id]);
-        let _ = self.dead_letters.remove_label_values(&[id]);
-    }
-}
-
-/// One subscription's series (see [`WebhookMetrics`]).
-struct SubStats {
-    lag: IntGauge,
-    deliveries: IntCounter,
-    failures: IntCounter,
-    retries: IntCounter,
-    dead_letters: IntGauge,
-}
-
 struct Handle {
     sub: Stored,
     cursor: AtomicU64,
@@ -293,12 +215,9 @@ fn dead_key(id: &str, seq: u64) -> String {
     format!("webhook/dead/{id}/{seq:020}")
 }
 
-fn storage_err(e: impl std::fmt::Display) -> ApiError {
+fn storage_err(e: impl std::fmt::Display) -> WebhookError {
     tracing::error!(error = %e, "webhook store");
-    ApiError::new(
-        ProblemType::Internal,
-        "the subscription store failed; see the server log",
-    )
+    WebhookError::Store(e.to_string())
 }
 
 /// `Ordo-Signature` for `body` at unix second `t`.
@@ -315,30 +234,31 @@ pub fn signature(secret: &str, t: u64, body: &[u8]) -> String {
     format!("t={t},v1={hex}")
 }
 
-fn validate(req: &CreateSubscription) -> Result<(), ApiError> {
-    let url = reqwest::Url::parse(&req.url).map_err(|e| ApiError::invalid(format!("url: {e}")))?;
+fn validate(req: &CreateSubscription) -> Result<(), WebhookError> {
+    let url =
+        reqwest::Url::parse(&req.url).map_err(|e| WebhookError::invalid(format!("url: {e}")))?;
     match url.scheme() {
         "http" | "https" => {}
         other => {
-            return Err(ApiError::invalid(format!(
+            return Err(WebhookError::invalid(format!(
                 "url must be http:// or https://, not {other}://"
             )))
         }
     }
     if url.host_str().is_none_or(str::is_empty) || req.url.len() > 2048 {
-        return Err(ApiError::invalid(
+        return Err(WebhookError::invalid(
             "url needs a host and at most 2048 characters",
         ));
     }
     if req.secret.len() < 16 || req.secret.len() > 256 {
-        return Err(ApiError::invalid("secret must be 16-256 characters"));
+        return Err(WebhookError::invalid("secret must be 16-256 characters"));
     }
     if req.types.len() > EVENT_TYPES.len() {
-        return Err(ApiError::invalid("too many types"));
+        return Err(WebhookError::invalid("too many types"));
     }
     for t in &req.types {
         if !EVENT_TYPES.contains(&t.as_str()) {
-            return Err(ApiError::invalid(format!(
+            return Err(WebhookError::invalid(format!(
                 "unknown event type `{t}`; known: {}",
                 EVENT_TYPES.join(", ")
             )));
@@ -427,14 +347,17 @@ impl Webhooks {
             paused: h.paused.load(Relaxed),
             created_at: h.sub.created_at,
             cursor,
-            lag: self.engine.journal().durable_seq().saturating_sub(cursor),
+            lag: self.engine.durable_seq().saturating_sub(cursor),
             dead_letters: u64::try_from(h.stats.dead_letters.get()).unwrap_or(0),
         }
     }
 
-    pub fn create(self: &Arc<Self>, req: CreateSubscription) -> Result<SubscriptionView, ApiError> {
+    pub fn create(
+        self: &Arc<Self>,
+        req: CreateSubscription,
+    ) -> Result<SubscriptionView, WebhookError> {
         validate(&req)?;
-        let head = self.engine.journal().durable_seq();
+        let head = self.engine.durable_seq();
         let sub = Stored {
             id: ulid::Ulid::new().to_string(),
             url: req.url,
@@ -448,7 +371,7 @@ impl Webhooks {
         // The series first: nothing is stored for a subscription that could not be counted.
         let stats = self.metrics.series(&sub.id).map_err(|e| {
             tracing::error!(error = %e, "webhook metrics");
-            ApiError::new(ProblemType::Internal, "the subscription's metrics failed")
+            WebhookError::Metrics(e.to_string())
         })?;
         if let Err(e) = self.engine.store().put_meta(&sub_key(&sub.id), &bytes) {
             self.metrics.remove(&sub.id);
@@ -468,18 +391,18 @@ impl Webhooks {
         v
     }
 
-    fn handle(&self, id: &str) -> Result<Arc<Handle>, ApiError> {
+    fn handle(&self, id: &str) -> Result<Arc<Handle>, WebhookError> {
         self.subs
             .get(id)
             .map(|h| h.clone())
-            .ok_or_else(|| ApiError::not_found(format!("subscription {id} not found")))
+            .ok_or_else(|| WebhookError::NotFound { id: id.to_owned() })
     }
 
-    pub fn get(&self, id: &str) -> Result<SubscriptionView, ApiError> {
+    pub fn get(&self, id: &str) -> Result<SubscriptionView, WebhookError> {
         Ok(self.view(&*self.handle(id)?))
     }
 
-    pub fn delete(&self, id: &str) -> Result<(), ApiError> {
+    pub fn delete(&self, id: &str) -> Result<(), WebhookError> {
         let h = self.handle(id)?;
         h.deleted.store(true, Relaxed);
         h.wake.notify_one();
@@ -496,7 +419,7 @@ impl Webhooks {
         Ok(())
     }
 
-    pub fn dead_letters(&self, id: &str) -> Result<Vec<DeadLetter>, ApiError> {
+    pub fn dead_letters(&self, id: &str) -> Result<Vec<DeadLetter>, WebhookError> {
         let h = self.handle(id)?;
         let _g = h.dead_lock.lock();
         let rows = self
@@ -512,7 +435,7 @@ impl Webhooks {
 
     /// Asks the delivery task to deliver the dead letters again (in seq order, before new
     /// events) and to resume if paused. Returns how many are queued.
-    pub fn redrive(&self, id: &str) -> Result<usize, ApiError> {
+    pub fn redrive(&self, id: &str) -> Result<usize, WebhookError> {
         let n = self.dead_letters(id)?.len();
         let h = self.handle(id)?;
         h.redrive.store(true, Relaxed);
@@ -523,219 +446,11 @@ impl Webhooks {
     /// Brings the gauges that are read rather than counted (the lag) up to date, for a
     /// scrape.
     pub fn refresh_metrics(&self) {
-        let head = self.engine.journal().durable_seq();
+        let head = self.engine.durable_seq();
         for h in self.subs.iter() {
             let lag = head.saturating_sub(h.cursor.load(Relaxed));
             h.stats.lag.set(i64::try_from(lag).unwrap_or(i64::MAX));
         }
-    }
-
-    async fn worker(self: Arc<Self>, h: Arc<Handle>) {
-        let journal = self.engine.journal().clone();
-        let mut watch = journal.subscribe();
-        let store = self.engine.store().clone();
-        loop {
-            if h.deleted.load(Relaxed) || self.stopping() {
-                return;
-            }
-            // A redrive cut short by shutdown leaves the subscription as it was.
-            if h.redrive.swap(false, Relaxed)
-                && self.redrive_now(&h).await
-                && h.paused.swap(false, Relaxed)
-            {
-                let _ = store.delete_meta(&paused_key(&h.sub.id));
-            }
-            let cursor = h.cursor.load(Relaxed);
-            let durable = journal.durable_seq();
-            if h.paused.load(Relaxed) || cursor >= durable {
-                tokio::select! {
-                    _ = watch.changed() => {}
-                    _ = h.wake.notified() => {}
-                    _ = self.shutdown.triggered() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-                }
-                continue;
-            }
-            let s = store.clone();
-            let batch = match actix_web::web::block(move || {
-                s.read_from(cursor).take(256).collect::<Result<Vec<_>, _>>()
-            })
-            .await
-            {
-                Ok(Ok(b)) => b,
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, subscription = %h.sub.id, "reading the log for delivery");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-                Err(_) => continue,
-            };
-            let mut written = cursor;
-            for r in batch {
-                if r.seq > durable || h.deleted.load(Relaxed) || self.stopping() {
-                    break;
-                }
-                let wanted = h.sub.types.is_empty() || h.sub.types.contains(&r.event_type);
-                if wanted {
-                    match self.deliver(&h, &r).await {
-                        Ok(()) => {}
-                        Err((attempts, err)) => {
-                            if h.deleted.load(Relaxed) || self.stopping() {
-                                // Not passed and not dead-lettered: sent again next time.
-                                return;
-                            }
-                            let pause = h.sub.on_failure == OnFailure::Pause;
-                            tracing::warn!(subscription = %h.sub.id, seq = r.seq, error = %err, paused = pause, "delivery failed; dead-lettered");
-                            if pause {
-                                h.paused.store(true, Relaxed);
-                                let _ = store.put_meta(&paused_key(&h.sub.id), b"1");
-                            }
-                            self.dead_letter(&h, &r, attempts, &err);
-                        }
-                    }
-                }
-                h.cursor.store(r.seq, Relaxed);
-                if h.deleted.load(Relaxed) {
-                    return;
-                }
-                // Stored after each delivery, so a restart re-sends at most that one
-                // event; skipped events are covered by the write after the batch.
-                if wanted {
-                    self.store_cursor(&h, r.seq);
-                    written = r.seq;
-                }
-                if h.paused.load(Relaxed) {
-                    break;
-                }
-            }
-            let c = h.cursor.load(Relaxed);
-            if c != written && !h.deleted.load(Relaxed) {
-                self.store_cursor(&h, c);
-            }
-        }
-    }
-
-    fn store_cursor(&self, h: &Handle, seq: u64) {
-        if let Err(e) = self
-            .engine
-            .store()
-            .put_meta(&cursor_key(&h.sub.id), &seq.to_be_bytes())
-        {
-            tracing::error!(error = %e, subscription = %h.sub.id, "storing a webhook cursor");
-        }
-    }
-
-    fn dead_letter(&self, h: &Handle, r: &EventRecord, attempts: u32, err: &str) {
-        let d = DeadLetter {
-            seq: r.seq,
-            event_type: r.event_type.to_string(),
-            attempts,
-            last_error: err.chars().take(500).collect(),
-            at: now_ms(),
-        };
-        let _g = h.dead_lock.lock();
-        if h.deleted.load(Relaxed) {
-            return;
-        }
-        let key = dead_key(&h.sub.id, r.seq);
-        let existed = matches!(self.engine.store().get_meta(&key), Ok(Some(_)));
-        match serde_json::to_vec(&d).map(|b| self.engine.store().put_meta(&key, &b)) {
-            Ok(Ok(())) if !existed => {
-                h.stats.dead_letters.inc();
-            }
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "storing a dead letter"),
-            Err(e) => tracing::error!(error = %e, "encoding a dead letter"),
-        }
-    }
-
-    /// Delivers the dead letters again; `false` if shutdown cut that short.
-    async fn redrive_now(&self, h: &Handle) -> bool {
-        let rows = match self.dead_letters(&h.sub.id) {
-            Ok(r) => r,
-            Err(_) => return true,
-        };
-        for d in rows {
-            if self.stopping() {
-                return false;
-            }
-            let s = self.engine.store().clone();
-            let rec = match actix_web::web::block(move || s.get_event(d.seq)).await {
-                Ok(Ok(Some(r))) => r,
-                _ => continue,
-            };
-            match self.deliver(h, &rec).await {
-                Ok(()) => {
-                    let _g = h.dead_lock.lock();
-                    if self
-                        .engine
-                        .store()
-                        .delete_meta(&dead_key(&h.sub.id, d.seq))
-                        .is_ok()
-                    {
-                        h.stats.dead_letters.dec();
-                    }
-                }
-                // Interrupted by shutdown: the dead letter stays as it was.
-                Err(_) if self.stopping() => return false,
-                Err((attempts, err)) => self.dead_letter(h, &rec, d.attempts + attempts, &err),
-            }
-        }
-        true
-    }
-
-    /// Delivers one event with retries; `Err((attempts, last error))` after the last.
-    async fn deliver(&self, h: &Handle, r: &EventRecord) -> Result<(), (u32, String)> {
-        let body = serde_json::to_vec(&crate::event_json(r)).unwrap_or_default();
-        let mut last = String::new();
-        for attempt in 1..=self.cfg.max_attempts.max(1) {
-            if h.deleted.load(Relaxed) {
-                return Err((attempt - 1, "subscription deleted".into()));
-            }
-            if self.stopping() {
-                return Err((attempt - 1, "shutting down".into()));
-            }
-            if attempt > 1 {
-                h.stats.retries.inc();
-            }
-            let t = now_ms() / 1000;
-            let res = self
-                .client
-                .post(&h.sub.url)
-                .header("content-type", "application/json")
-                .header("ordo-event-seq", r.seq.to_string())
-                .header("ordo-event-type", r.event_type.as_str())
-                .header("ordo-subscription", h.sub.id.as_str())
-                .header("ordo-delivery-attempt", attempt.to_string())
-                .header("ordo-signature", signature(&h.sub.secret, t, &body))
-                .body(body.clone())
-                .send()
-                .await;
-            match res {
-                Ok(resp) if resp.status().is_success() => {
-                    h.stats.deliveries.inc();
-                    return Ok(());
-                }
-                Ok(resp) => last = format!("HTTP {}", resp.status()),
-                Err(e) => last = format!("{e}"),
-            }
-            h.stats.failures.inc();
-            if attempt < self.cfg.max_attempts {
-                let exp = self
-                    .cfg
-                    .backoff_base
-                    .saturating_mul(1u32 << (attempt - 1).min(20))
-                    .min(self.cfg.backoff_max);
-                // Full jitter: anywhere in [0, exp], so failing subscribers spread out.
-                let wait = exp.mul_f64(rand::random::<f64>());
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => {}
-                    _ = h.wake.notified() => {}
-                    _ = self.shutdown.triggered() => {}
-                }
-            }
-        }
-        Err((self.cfg.max_attempts.max(1), last))
     }
 }
 

@@ -1,0 +1,214 @@
+//! Delivering a subscription's events: the worker that follows the durable log from the
+//! subscription's cursor, one signed POST per event with retries and backoff, the cursor
+//! written after each delivery, dead letters and their redrive.
+
+use super::*;
+
+impl Webhooks {
+    pub(super) async fn worker(self: Arc<Self>, h: Arc<Handle>) {
+        let mut watch = self.engine.subscribe_durable();
+        let store = self.engine.store().clone();
+        loop {
+            if h.deleted.load(Relaxed) || self.stopping() {
+                return;
+            }
+            // A redrive cut short by shutdown leaves the subscription as it was.
+            if h.redrive.swap(false, Relaxed)
+                && self.redrive_now(&h).await
+                && h.paused.swap(false, Relaxed)
+            {
+                let _ = store.delete_meta(&paused_key(&h.sub.id));
+            }
+            let cursor = h.cursor.load(Relaxed);
+            let durable = self.engine.durable_seq();
+            if h.paused.load(Relaxed) || cursor >= durable {
+                tokio::select! {
+                    _ = watch.changed() => {}
+                    _ = h.wake.notified() => {}
+                    _ = self.shutdown.triggered() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+                continue;
+            }
+            let s = store.clone();
+            let batch = match actix_web::web::block(move || {
+                s.read_from(cursor).take(256).collect::<Result<Vec<_>, _>>()
+            })
+            .await
+            {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, subscription = %h.sub.id, "reading the log for delivery");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            let mut written = cursor;
+            for r in batch {
+                if r.seq > durable || h.deleted.load(Relaxed) || self.stopping() {
+                    break;
+                }
+                let wanted = h.sub.types.is_empty() || h.sub.types.contains(&r.event_type);
+                if wanted {
+                    match self.deliver(&h, &r).await {
+                        Ok(()) => {}
+                        Err((attempts, err)) => {
+                            if h.deleted.load(Relaxed) || self.stopping() {
+                                // Not passed and not dead-lettered: sent again next time.
+                                return;
+                            }
+                            let pause = h.sub.on_failure == OnFailure::Pause;
+                            tracing::warn!(subscription = %h.sub.id, seq = r.seq, error = %err, paused = pause, "delivery failed; dead-lettered");
+                            if pause {
+                                h.paused.store(true, Relaxed);
+                                let _ = store.put_meta(&paused_key(&h.sub.id), b"1");
+                            }
+                            self.dead_letter(&h, &r, attempts, &err);
+                        }
+                    }
+                }
+                h.cursor.store(r.seq, Relaxed);
+                if h.deleted.load(Relaxed) {
+                    return;
+                }
+                // Stored after each delivery, so a restart re-sends at most that one
+                // event; skipped events are covered by the write after the batch.
+                if wanted {
+                    self.store_cursor(&h, r.seq);
+                    written = r.seq;
+                }
+                if h.paused.load(Relaxed) {
+                    break;
+                }
+            }
+            let c = h.cursor.load(Relaxed);
+            if c != written && !h.deleted.load(Relaxed) {
+                self.store_cursor(&h, c);
+            }
+        }
+    }
+
+    pub(super) fn store_cursor(&self, h: &Handle, seq: u64) {
+        if let Err(e) = self
+            .engine
+            .store()
+            .put_meta(&cursor_key(&h.sub.id), &seq.to_be_bytes())
+        {
+            tracing::error!(error = %e, subscription = %h.sub.id, "storing a webhook cursor");
+        }
+    }
+
+    pub(super) fn dead_letter(&self, h: &Handle, r: &EventRecord, attempts: u32, err: &str) {
+        let d = DeadLetter {
+            seq: r.seq,
+            event_type: r.event_type.to_string(),
+            attempts,
+            last_error: err.chars().take(500).collect(),
+            at: now_ms(),
+        };
+        let _g = h.dead_lock.lock();
+        if h.deleted.load(Relaxed) {
+            return;
+        }
+        let key = dead_key(&h.sub.id, r.seq);
+        let existed = matches!(self.engine.store().get_meta(&key), Ok(Some(_)));
+        match serde_json::to_vec(&d).map(|b| self.engine.store().put_meta(&key, &b)) {
+            Ok(Ok(())) if !existed => {
+                h.stats.dead_letters.inc();
+            }
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "storing a dead letter"),
+            Err(e) => tracing::error!(error = %e, "encoding a dead letter"),
+        }
+    }
+
+    /// Delivers the dead letters again; `false` if shutdown cut that short.
+    pub(super) async fn redrive_now(&self, h: &Handle) -> bool {
+        let rows = match self.dead_letters(&h.sub.id) {
+            Ok(r) => r,
+            Err(_) => return true,
+        };
+        for d in rows {
+            if self.stopping() {
+                return false;
+            }
+            let s = self.engine.store().clone();
+            let rec = match actix_web::web::block(move || s.get_event(d.seq)).await {
+                Ok(Ok(Some(r))) => r,
+                _ => continue,
+            };
+            match self.deliver(h, &rec).await {
+                Ok(()) => {
+                    let _g = h.dead_lock.lock();
+                    if self
+                        .engine
+                        .store()
+                        .delete_meta(&dead_key(&h.sub.id, d.seq))
+                        .is_ok()
+                    {
+                        h.stats.dead_letters.dec();
+                    }
+                }
+                // Interrupted by shutdown: the dead letter stays as it was.
+                Err(_) if self.stopping() => return false,
+                Err((attempts, err)) => self.dead_letter(h, &rec, d.attempts + attempts, &err),
+            }
+        }
+        true
+    }
+
+    /// Delivers one event with retries; `Err((attempts, last error))` after the last.
+    pub(super) async fn deliver(&self, h: &Handle, r: &EventRecord) -> Result<(), (u32, String)> {
+        let body = serde_json::to_vec(&crate::event_json(r)).unwrap_or_default();
+        let mut last = String::new();
+        for attempt in 1..=self.cfg.max_attempts.max(1) {
+            if h.deleted.load(Relaxed) {
+                return Err((attempt - 1, "subscription deleted".into()));
+            }
+            if self.stopping() {
+                return Err((attempt - 1, "shutting down".into()));
+            }
+            if attempt > 1 {
+                h.stats.retries.inc();
+            }
+            let t = now_ms() / 1000;
+            let res = self
+                .client
+                .post(&h.sub.url)
+                .header("content-type", "application/json")
+                .header("ordo-event-seq", r.seq.to_string())
+                .header("ordo-event-type", r.event_type.as_str())
+                .header("ordo-subscription", h.sub.id.as_str())
+                .header("ordo-delivery-attempt", attempt.to_string())
+                .header("ordo-signature", signature(&h.sub.secret, t, &body))
+                .body(body.clone())
+                .send()
+                .await;
+            match res {
+                Ok(resp) if resp.status().is_success() => {
+                    h.stats.deliveries.inc();
+                    return Ok(());
+                }
+                Ok(resp) => last = format!("HTTP {}", resp.status()),
+                Err(e) => last = format!("{e}"),
+            }
+            h.stats.failures.inc();
+            if attempt < self.cfg.max_attempts {
+                let exp = self
+                    .cfg
+                    .backoff_base
+                    .saturating_mul(1u32 << (attempt - 1).min(20))
+                    .min(self.cfg.backoff_max);
+                // Full jitter: anywhere in [0, exp], so failing subscribers spread out.
+                let wait = exp.mul_f64(rand::random::<f64>());
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = h.wake.notified() => {}
+                    _ = self.shutdown.triggered() => {}
+                }
+            }
+        }
+        Err((self.cfg.max_attempts.max(1), last))
+    }
+}
