@@ -17,7 +17,7 @@
 //! ([`IdempotencyWrite`]) and any snapshots or `meta` records, all in one RocksDB write
 //! batch: all durable or none.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -330,6 +330,35 @@ impl Future for AppendTicket {
     }
 }
 
+/// One batch being built by the writer.
+struct Batch {
+    wb: WriteBatch,
+    /// Heads of the streams this batch writes.
+    staged: HashMap<Arc<str>, u64>,
+    answers: Vec<(oneshot::Sender<Result<Receipt>>, Result<Receipt>)>,
+    /// The seq the next staged event gets.
+    next: u64,
+    n_events: u64,
+    /// Idempotency keys written by this batch so far (an expiry must not delete them).
+    idem_written: HashSet<String>,
+    /// Snapshot-only appends that wait for the next batch.
+    deferred: Vec<Pending>,
+}
+
+impl Batch {
+    fn new(next: u64, capacity: usize) -> Self {
+        Batch {
+            wb: WriteBatch::default(),
+            staged: HashMap::new(),
+            answers: Vec::with_capacity(capacity),
+            next,
+            n_events: 0,
+            idem_written: HashSet::new(),
+            deferred: Vec::new(),
+        }
+    }
+}
+
 struct Writer {
     store: Arc<Store>,
     shared: Arc<Shared>,
@@ -427,141 +456,145 @@ impl Writer {
         Ok(())
     }
 
+    /// Writes one batch: every queued append checked and staged into one RocksDB write
+    /// batch, written (fsynced in `sync` mode), then every caller answered.
     fn write(&mut self, batch: &mut Vec<Pending>) -> std::result::Result<(), String> {
-        let store = self.store.clone();
-        let (cf_events, cf_streams, cf_snaps, cf_meta) = (
-            store.cf(CF_EVENTS),
-            store.cf(CF_STREAMS),
-            store.cf(CF_SNAPSHOTS),
-            store.cf(CF_META),
-        );
-        let mut wb = WriteBatch::default();
-        let mut staged: HashMap<Arc<str>, u64> = HashMap::new();
-        let mut answers: Vec<(oneshot::Sender<Result<Receipt>>, Result<Receipt>)> =
-            Vec::with_capacity(batch.len());
-        let mut next = self.next_seq;
-        let mut n_events = 0u64;
-
-        let cf_idem = store.cf(CF_IDEMPOTENCY);
-        // Idempotency keys written by this batch so far (an expiry must not delete them).
-        let mut idem_written: std::collections::HashSet<String> = Default::default();
-        // Snapshot-only appends of a stream this batch writes events to wait for the next
-        // batch: a snapshot is written only once the events it covers are durable.
-        let mut deferred: Vec<Pending> = Vec::new();
+        let mut b = Batch::new(self.next_seq, batch.len());
         let mut pending = batch.drain(..);
         while let Some(Pending { req, tx }) = pending.next() {
-            if req.events.is_empty() && req.snapshots.iter().any(|s| staged.contains_key(&s.stream))
+            // Snapshot-only appends of a stream this batch writes events to wait for the
+            // next batch: a snapshot is written only once the events it covers are durable.
+            if req.events.is_empty()
+                && req
+                    .snapshots
+                    .iter()
+                    .any(|s| b.staged.contains_key(&s.stream))
             {
-                deferred.push(Pending { req, tx });
+                b.deferred.push(Pending { req, tx });
                 continue;
             }
-            if let Err(e) = self.check(&req, &mut staged) {
-                if self.shared.options.stop_on_conflict
-                    && matches!(
-                        e,
-                        StorageError::VersionConflict { .. }
-                            | StorageError::Rocks(_)
-                            | StorageError::Corrupt { .. }
-                    )
-                {
+            if let Err(e) = self.check(&req, &mut b.staged) {
+                if self.stops_on(&e) {
                     // Memory and log disagree (or cannot be compared): the actor already
                     // applied these events. Write nothing of this batch, stop.
                     let reason = format!("{e}: memory and log disagree; stopped");
                     for p in pending.by_ref() {
                         let _ = p.tx.send(Err(StorageError::JournalStopped(reason.clone())));
                     }
-                    return self.fail(answers, tx, reason);
+                    return self.fail(b.answers, tx, reason);
                 }
-                answers.push((tx, Err(e)));
+                b.answers.push((tx, Err(e)));
                 continue;
             }
-            let first = next;
-            let mut encode_err = None;
-            let stamp = req
-                .idempotency
-                .as_ref()
-                .filter(|w| w.applies)
-                .map(|w| (w.key.as_str(), w.record.expires_at_ms));
-            for (i, ev) in req.events.iter().enumerate() {
-                self.buf.clear();
-                let mut view = ev.view(next);
-                if let (0, Some((key, expires))) = (i, stamp) {
-                    view.idempotency_key = Some(key);
-                    view.idempotency_expires_ms = expires;
-                }
-                if let Err(e) = codec::encode_event_into(&view, &mut self.buf) {
-                    encode_err = Some(e);
-                    break;
-                }
-                wb.put_cf(cf_events, seq_key(next), &self.buf);
-                wb.put_cf(
-                    cf_streams,
-                    stream_key(&ev.stream, ev.version),
-                    seq_key(next),
-                );
-                next += 1;
+            match self.stage(&req, &mut b) {
+                Ok(receipt) => b.answers.push((tx, Ok(receipt))),
+                // Encoding well-formed values cannot fail; if it did, fail the batch.
+                Err(e) => return self.fail(b.answers, tx, e.to_string()),
             }
-            if let Some(e) = encode_err {
-                // Encoding a well-formed event cannot fail; if it did, fail the batch.
-                return self.fail(answers, tx, e.to_string());
-            }
-            for snap in &req.snapshots {
-                let seq = req
-                    .events
-                    .iter()
-                    .zip(first..)
-                    .find(|(ev, _)| ev.stream == snap.stream && ev.version == snap.version)
-                    .map(|(_, s)| s)
-                    .unwrap_or(next - 1);
-                let rec = SnapshotRecord {
-                    stream: snap.stream.to_string(),
-                    version: snap.version,
-                    seq,
-                    schema: snap.schema,
-                    state: snap.state.clone(),
-                };
-                match codec::encode(&rec) {
-                    Ok(bytes) => wb.put_cf(cf_snaps, snap.stream.as_bytes(), bytes),
-                    Err(e) => return self.fail(answers, tx, e.to_string()),
-                }
-            }
-            for (key, value) in &req.meta {
-                wb.put_cf(cf_meta, key.as_bytes(), value);
-            }
-            if let Some(w) = &req.idempotency {
-                match codec::encode(&w.record) {
-                    Ok(bytes) => wb.put_cf(cf_idem, w.key.as_bytes(), bytes),
-                    Err(e) => return self.fail(answers, tx, e.to_string()),
-                }
-                idem_written.insert(w.key.clone());
-            }
-            for (key, seen_expiry) in &req.expire_idempotency {
-                if idem_written.contains(key) {
-                    continue;
-                }
-                // Any record, even one that no longer decodes, is compared by its expiry.
-                match store.idempotency_expiry(key.as_bytes()) {
-                    Ok(Some(expiry)) if expiry == *seen_expiry => {
-                        wb.delete_cf(cf_idem, key.as_bytes())
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::warn!(error = %e, "idempotency expiry check failed; record kept")
-                    }
-                }
-            }
-            n_events += req.events.len() as u64;
-            // `next >= 1` always; an append of snapshots only gets the empty range.
-            let receipt = Receipt {
-                first_seq: first,
-                last_seq: next - 1,
-            };
-            answers.push((tx, Ok(receipt)));
         }
+        self.commit(b)
+    }
 
-        if !wb.is_empty() {
-            if next > self.next_seq {
-                wb.put_cf(cf_meta, META_LAST_SEQ, (next - 1).to_be_bytes());
+    /// Whether a refused append stops the journal (see [`JournalOptions`]).
+    fn stops_on(&self, e: &StorageError) -> bool {
+        self.shared.options.stop_on_conflict
+            && matches!(
+                e,
+                StorageError::VersionConflict { .. }
+                    | StorageError::Rocks(_)
+                    | StorageError::Corrupt { .. }
+            )
+    }
+
+    /// Stages one checked append into the batch: its events (the first stamped with the
+    /// idempotency key of a command it applies) and their index entries, snapshots,
+    /// `meta` records, the idempotency record, and expired idempotency records to delete.
+    fn stage(&mut self, req: &Append, b: &mut Batch) -> Result<Receipt> {
+        let store = self.store.clone();
+        let first = b.next;
+        let stamp = req
+            .idempotency
+            .as_ref()
+            .filter(|w| w.applies)
+            .map(|w| (w.key.as_str(), w.record.expires_at_ms));
+        for (i, ev) in req.events.iter().enumerate() {
+            self.buf.clear();
+            let mut view = ev.view(b.next);
+            if let (0, Some((key, expires))) = (i, stamp) {
+                view.idempotency_key = Some(key);
+                view.idempotency_expires_ms = expires;
+            }
+            codec::encode_event_into(&view, &mut self.buf)?;
+            b.wb.put_cf(store.cf(CF_EVENTS), seq_key(b.next), &self.buf);
+            b.wb.put_cf(
+                store.cf(CF_STREAMS),
+                stream_key(&ev.stream, ev.version),
+                seq_key(b.next),
+            );
+            b.next += 1;
+        }
+        for snap in &req.snapshots {
+            let seq = req
+                .events
+                .iter()
+                .zip(first..)
+                .find(|(ev, _)| ev.stream == snap.stream && ev.version == snap.version)
+                .map(|(_, s)| s)
+                .unwrap_or(b.next - 1);
+            let rec = SnapshotRecord {
+                stream: snap.stream.to_string(),
+                version: snap.version,
+                seq,
+                schema: snap.schema,
+                state: snap.state.clone(),
+            };
+            b.wb.put_cf(
+                store.cf(CF_SNAPSHOTS),
+                snap.stream.as_bytes(),
+                codec::encode(&rec)?,
+            );
+        }
+        for (key, value) in &req.meta {
+            b.wb.put_cf(store.cf(CF_META), key.as_bytes(), value);
+        }
+        if let Some(w) = &req.idempotency {
+            b.wb.put_cf(
+                store.cf(CF_IDEMPOTENCY),
+                w.key.as_bytes(),
+                codec::encode(&w.record)?,
+            );
+            b.idem_written.insert(w.key.clone());
+        }
+        for (key, seen_expiry) in &req.expire_idempotency {
+            if b.idem_written.contains(key) {
+                continue; // written by this batch: a key reused meanwhile
+            }
+            // Any record, even one that no longer decodes, is compared by its expiry.
+            match store.idempotency_expiry(key.as_bytes()) {
+                Ok(Some(expiry)) if expiry == *seen_expiry => {
+                    b.wb.delete_cf(store.cf(CF_IDEMPOTENCY), key.as_bytes())
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "idempotency expiry check failed; record kept")
+                }
+            }
+        }
+        b.n_events += req.events.len() as u64;
+        // `next >= 1` always; an append of snapshots only gets the empty range.
+        Ok(Receipt {
+            first_seq: first,
+            last_seq: b.next - 1,
+        })
+    }
+
+    /// Writes the staged batch, then answers every caller and requeues the deferred
+    /// snapshots. A failed write stops the journal before anyone is answered.
+    fn commit(&mut self, mut b: Batch) -> std::result::Result<(), String> {
+        let store = self.store.clone();
+        if !b.wb.is_empty() {
+            if b.next > self.next_seq {
+                b.wb.put_cf(store.cf(CF_META), META_LAST_SEQ, (b.next - 1).to_be_bytes());
             }
             let started = Instant::now();
             let res = if self.shared.fail_next_write.swap(false, Ordering::SeqCst) {
@@ -569,7 +602,7 @@ impl Writer {
             } else {
                 store
                     .db()
-                    .write_opt(wb, &store.write_opts())
+                    .write_opt(b.wb, &store.write_opts())
                     .map_err(|e| e.to_string())
             };
             let nanos = started.elapsed().as_nanos() as u64;
@@ -577,28 +610,27 @@ impl Writer {
                 // Stop first, answer after: a caller told of the failure must already see
                 // the journal stopped.
                 self.shared.queue.lock().stopped = Some(reason.clone());
-                for (tx, _) in answers {
+                for (tx, _) in b.answers {
                     let _ = tx.send(Err(StorageError::JournalStopped(reason.clone())));
                 }
                 return Err(reason);
             }
-            self.shared.metrics.batch_written(n_events, nanos);
+            self.shared.metrics.batch_written(b.n_events, nanos);
         }
-
-        if self.heads.len() + staged.len() > HEAD_CACHE_MAX {
+        if self.heads.len() + b.staged.len() > HEAD_CACHE_MAX {
             self.heads.clear();
         }
-        self.heads.extend(staged);
-        self.next_seq = next;
-        self.shared.metrics.set_durable(next - 1);
-        self.shared.durable.send_replace(next - 1);
-        for (tx, res) in answers {
+        self.heads.extend(b.staged);
+        self.next_seq = b.next;
+        self.shared.metrics.set_durable(b.next - 1);
+        self.shared.durable.send_replace(b.next - 1);
+        for (tx, res) in b.answers {
             let _ = tx.send(res);
         }
-        if !deferred.is_empty() {
+        if !b.deferred.is_empty() {
             let mut q = self.shared.queue.lock();
-            deferred.append(&mut q.pending);
-            q.pending = deferred;
+            b.deferred.append(&mut q.pending);
+            q.pending = b.deferred;
         }
         Ok(())
     }
