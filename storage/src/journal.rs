@@ -511,6 +511,7 @@ impl Writer {
     /// `meta` records, the idempotency record, and expired idempotency records to delete.
     fn stage(&mut self, req: &Append, b: &mut Batch) -> Result<Receipt> {
         let store = self.store.clone();
+        let (cf_events, cf_streams) = (store.cf(CF_EVENTS), store.cf(CF_STREAMS));
         let first = b.next;
         let stamp = req
             .idempotency
@@ -525,9 +526,9 @@ impl Writer {
                 view.idempotency_expires_ms = expires;
             }
             codec::encode_event_into(&view, &mut self.buf)?;
-            b.wb.put_cf(store.cf(CF_EVENTS), seq_key(b.next), &self.buf);
+            b.wb.put_cf(cf_events, seq_key(b.next), &self.buf);
             b.wb.put_cf(
-                store.cf(CF_STREAMS),
+                cf_streams,
                 stream_key(&ev.stream, ev.version),
                 seq_key(b.next),
             );
