@@ -144,18 +144,7 @@ impl Engine {
             Err(e) => return inner.refuse(idem.as_ref(), Kind::Order, e).await,
         };
         if failure.is_some() {
-            // Lines never tried are recorded at the SKU's current price when known.
-            for line in req.lines.iter().skip(lines.len()) {
-                let price = match self.get_sku(&line.sku).await {
-                    Ok(v) => v.price_minor,
-                    Err(_) => 0,
-                };
-                lines.push(OrderLine {
-                    sku: line.sku.clone(),
-                    qty: line.qty,
-                    unit_price_minor: price,
-                });
-            }
+            self.price_untried_lines(&req, &mut lines).await;
         }
 
         let now = ordo_storage::now_ms();
@@ -209,7 +198,31 @@ impl Engine {
                 ..Append::default()
             })
             .await?;
-        match &result {
+        self.note_placed(&result, state);
+        result
+    }
+
+    /// Lines after the one that failed were never tried: they are recorded at the SKU's
+    /// current price when known.
+    async fn price_untried_lines(&self, req: &PlaceOrder, lines: &mut Vec<OrderLine>) {
+        for line in req.lines.iter().skip(lines.len()) {
+            let price = match self.get_sku(&line.sku).await {
+                Ok(v) => v.price_minor,
+                Err(_) => 0,
+            };
+            lines.push(OrderLine {
+                sku: line.sku.clone(),
+                qty: line.qty,
+                unit_price_minor: price,
+            });
+        }
+    }
+
+    /// After a placement is durable: count it, and give a PENDING order its deadline
+    /// entry (no actor until something happens to it, see `deadlines`).
+    fn note_placed(&self, result: &EngineResult<OrderView>, state: Order) {
+        let inner = &self.inner;
+        match result {
             Ok(_) => {
                 inner.metrics.orders_pending.inc();
                 // No actor until something happens to the order (see `deadlines`).
@@ -226,6 +239,5 @@ impl Engine {
             }
             Err(_) => {}
         }
-        result
     }
 }
