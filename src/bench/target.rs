@@ -51,6 +51,35 @@ impl Outcome {
         }
     }
 
+    /// An HTTP answer: a 2xx keeps its body only when asked to; an error carries its
+    /// problem `type` (`unknown` when the body has none).
+    fn from_http(status: u16, body: &[u8], keep: bool) -> Outcome {
+        let ok = (200..300).contains(&status);
+        if ok && !keep {
+            return Outcome {
+                status,
+                problem: None,
+                body: None,
+            };
+        }
+        let v: Option<Value> = serde_json::from_slice(body).ok();
+        let problem = if ok {
+            None
+        } else {
+            Some(
+                v.as_ref()
+                    .and_then(|v| v["type"].as_str())
+                    .unwrap_or("unknown")
+                    .to_owned(),
+            )
+        };
+        Outcome {
+            status,
+            problem,
+            body: if keep { v } else { None },
+        }
+    }
+
     fn from_engine<T: serde::Serialize>(r: Result<T, EngineError>, ok: u16, keep: bool) -> Outcome {
         match r {
             Ok(v) => Outcome {
@@ -190,39 +219,15 @@ impl Conn {
         } else {
             None
         };
-        if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
-            match Self::connect(&t).await {
-                Ok(s) => self.sender = Some(s),
-                Err(e) => return Outcome::transport(format!("connect: {e}")),
-            }
+        if let Err(o) = self.ensure_ready(&t).await {
+            return o;
         }
         let Some(sender) = self.sender.as_mut() else {
             return Outcome::transport("no connection");
         };
-        if let Err(e) = sender.ready().await {
-            self.sender = None;
-            return Outcome::transport(format!("connection: {e}"));
-        }
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(hyper::header::HOST, t.authority.as_str());
-        if let Some(tok) = &t.token {
-            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {tok}"));
-        }
-        if let Some(key) = key {
-            req = req.header("Idempotency-Key", key);
-        }
-        let bytes = match &body {
-            Some(b) => {
-                req = req.header(hyper::header::CONTENT_TYPE, "application/json");
-                Bytes::from(serde_json::to_vec(b).unwrap_or_default())
-            }
-            None => Bytes::new(),
-        };
-        let req = match req.body(Full::new(bytes)) {
+        let req = match build_request(&t, method, path, key, body.as_ref()) {
             Ok(r) => r,
-            Err(e) => return Outcome::transport(e),
+            Err(o) => return o,
         };
         let res = match sender.send_request(req).await {
             Ok(r) => r,
@@ -239,30 +244,26 @@ impl Conn {
                 return Outcome::transport(e);
             }
         };
-        let ok = (200..300).contains(&status);
-        if ok && !keep {
-            return Outcome {
-                status,
-                problem: None,
-                body: None,
-            };
+        Outcome::from_http(status, &body, keep)
+    }
+
+    /// A connection ready for the next request: opened when there is none (or it was
+    /// closed), dropped when it fails.
+    async fn ensure_ready(&mut self, t: &HttpTarget) -> Result<(), Outcome> {
+        if self.sender.as_ref().is_none_or(|s| s.is_closed()) {
+            match Self::connect(t).await {
+                Ok(s) => self.sender = Some(s),
+                Err(e) => return Err(Outcome::transport(format!("connect: {e}"))),
+            }
         }
-        let v: Option<Value> = serde_json::from_slice(&body).ok();
-        let problem = if ok {
-            None
-        } else {
-            Some(
-                v.as_ref()
-                    .and_then(|v| v["type"].as_str())
-                    .unwrap_or("unknown")
-                    .to_owned(),
-            )
+        let Some(sender) = self.sender.as_mut() else {
+            return Err(Outcome::transport("no connection"));
         };
-        Outcome {
-            status,
-            problem,
-            body: if keep { v } else { None },
+        if let Err(e) = sender.ready().await {
+            self.sender = None;
+            return Err(Outcome::transport(format!("connection: {e}")));
         }
+        Ok(())
     }
 
     pub async fn put_sku(&mut self, sku: &str, price_minor: i64, stock: i64) -> Outcome {
@@ -423,4 +424,33 @@ impl Conn {
             },
         }
     }
+}
+
+/// A request to `t`: its host, the bearer token, the idempotency key and the JSON body
+/// when given.
+fn build_request(
+    t: &HttpTarget,
+    method: Method,
+    path: &str,
+    key: Option<String>,
+    body: Option<&Value>,
+) -> Result<Request<Full<Bytes>>, Outcome> {
+    let mut req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header(hyper::header::HOST, t.authority.as_str());
+    if let Some(tok) = &t.token {
+        req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {tok}"));
+    }
+    if let Some(key) = key {
+        req = req.header("Idempotency-Key", key);
+    }
+    let bytes = match body {
+        Some(b) => {
+            req = req.header(hyper::header::CONTENT_TYPE, "application/json");
+            Bytes::from(serde_json::to_vec(b).unwrap_or_default())
+        }
+        None => Bytes::new(),
+    };
+    req.body(Full::new(bytes)).map_err(Outcome::transport)
 }

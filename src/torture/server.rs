@@ -10,7 +10,7 @@
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, ChildStderr, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -51,7 +51,26 @@ impl Spawned {
         Ok(s)
     }
 
+    /// Starts `ordo serve` and waits until it is ready: sets `base` and `child`.
     fn launch(&mut self) -> anyhow::Result<()> {
+        let mut child = self
+            .serve_command()
+            .spawn()
+            .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", self.exe.display()))?;
+        self.starts += 1;
+        let Some(stderr) = child.stderr.take() else {
+            abandon(&mut child);
+            anyhow::bail!("the server's stderr was not captured");
+        };
+        let ready = read_log(stderr, self.echo, self.starts)?;
+        let addr = wait_ready(&mut child, &ready)?;
+        self.base = format!("http://{addr}");
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// `ordo serve` on 127.0.0.1, port 0, JSON logs on a piped stderr, sync durability.
+    fn serve_command(&self) -> Command {
         let mut cmd = Command::new(&self.exe);
         cmd.arg("serve")
             .arg("--data-dir")
@@ -71,67 +90,7 @@ impl Spawned {
                 cmd.env_remove(k);
             }
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| anyhow::anyhow!("cannot start {}: {e}", self.exe.display()))?;
-        self.starts += 1;
-        let Some(stderr) = child.stderr.take() else {
-            let _ = child.kill();
-            let _ = child.wait();
-            anyhow::bail!("the server's stderr was not captured");
-        };
-        let (tx, rx) = mpsc::channel();
-        let echo = self.echo;
-        let n = self.starts;
-        std::thread::Builder::new()
-            .name(format!("torture-serverlog-{n}"))
-            .spawn(move || {
-                let mut tx = Some(tx);
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if echo {
-                        eprintln!("[server {n}] {line}");
-                    }
-                    if tx.is_some() {
-                        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                            if v["message"] == "ready" {
-                                if let Some(tx) = tx.take() {
-                                    let _ = tx.send(v["addr"].as_str().unwrap_or("").to_owned());
-                                }
-                            }
-                        }
-                    }
-                }
-            })?;
-        let addr = match rx.recv_timeout(READY_TIMEOUT) {
-            Ok(a) => a,
-            Err(e) => {
-                let _ = child.kill();
-                let status = child.wait().ok();
-                anyhow::bail!(
-                    "the server did not become ready ({}; exit status {status:?})",
-                    match e {
-                        mpsc::RecvTimeoutError::Timeout => "timed out",
-                        mpsc::RecvTimeoutError::Disconnected => "it exited first",
-                    }
-                );
-            }
-        };
-        let parsed: SocketAddr = match addr.parse() {
-            Ok(a) => a,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                anyhow::bail!("the server reported an unreadable address {addr:?}");
-            }
-        };
-        if !parsed.ip().is_loopback() {
-            let _ = child.kill();
-            let _ = child.wait();
-            anyhow::bail!("the server bound {parsed}, not a loopback address");
-        }
-        self.base = format!("http://{parsed}");
-        self.child = Some(child);
-        Ok(())
+        cmd
     }
 
     /// SIGKILL (`Child::kill` on Unix), and wait until the process is gone.
@@ -179,4 +138,67 @@ impl Drop for Spawned {
     fn drop(&mut self) {
         let _ = self.kill();
     }
+}
+
+/// Reads start `n`'s log on a thread of its own until the pipe closes (echoing it with
+/// `echo`); the returned channel gets the address from the first `ready` line.
+fn read_log(stderr: ChildStderr, echo: bool, n: u64) -> anyhow::Result<mpsc::Receiver<String>> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::Builder::new()
+        .name(format!("torture-serverlog-{n}"))
+        .spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if echo {
+                    eprintln!("[server {n}] {line}");
+                }
+                if tx.is_some() {
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                        if v["message"] == "ready" {
+                            if let Some(tx) = tx.take() {
+                                let _ = tx.send(v["addr"].as_str().unwrap_or("").to_owned());
+                            }
+                        }
+                    }
+                }
+            }
+        })?;
+    Ok(rx)
+}
+
+/// The loopback address the child reported ready on; on any failure the child is
+/// killed and reaped.
+fn wait_ready(child: &mut Child, ready: &mpsc::Receiver<String>) -> anyhow::Result<SocketAddr> {
+    let addr = match ready.recv_timeout(READY_TIMEOUT) {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = child.kill();
+            let status = child.wait().ok();
+            anyhow::bail!(
+                "the server did not become ready ({}; exit status {status:?})",
+                match e {
+                    mpsc::RecvTimeoutError::Timeout => "timed out",
+                    mpsc::RecvTimeoutError::Disconnected => "it exited first",
+                }
+            );
+        }
+    };
+    let parsed: SocketAddr = match addr.parse() {
+        Ok(a) => a,
+        Err(_) => {
+            abandon(child);
+            anyhow::bail!("the server reported an unreadable address {addr:?}");
+        }
+    };
+    if !parsed.ip().is_loopback() {
+        abandon(child);
+        anyhow::bail!("the server bound {parsed}, not a loopback address");
+    }
+    Ok(parsed)
+}
+
+/// SIGKILL and reap a child that failed to start, ignoring errors.
+fn abandon(child: &mut Child) {
+    let _ = child.kill();
+    let _ = child.wait();
 }
