@@ -116,40 +116,43 @@ pub async fn execute(
     idem: Option<Idempotency>,
     trace: Arc<str>,
 ) -> Answer {
-    let t = Some(trace);
     let kind = op.kind();
+    execute_then(engine, op, idem, trace, |outcome| answer_of(kind, outcome)).await
+}
+
+/// Runs one change against the engine and hands its outcome to `finish` (which makes
+/// the answer: with an Idempotency-Key, usually the one already rendered and stored).
+pub async fn execute_then(
+    engine: &Engine,
+    op: Op,
+    idem: Option<Idempotency>,
+    trace: Arc<str>,
+    finish: impl FnOnce(Outcome<'_>) -> Answer,
+) -> Answer {
+    let t = Some(trace);
     match op {
         Op::Upsert(req) => match engine.upsert_sku_with(req, t, idem).await {
-            Ok((view, created)) => answer_of(
-                kind,
-                Outcome::Sku {
-                    result: Ok(&view),
-                    created,
-                },
-            ),
-            Err(e) => answer_of(
-                kind,
-                Outcome::Sku {
-                    result: Err(&e),
-                    created: false,
-                },
-            ),
+            Ok((view, created)) => finish(Outcome::Sku {
+                result: Ok(&view),
+                created,
+            }),
+            Err(e) => finish(Outcome::Sku {
+                result: Err(&e),
+                created: false,
+            }),
         },
         Op::Adjust { sku, delta, reason } => {
             let r = engine
                 .adjust_stock_with(&sku, delta, &reason, t, idem)
                 .await;
-            answer_of(
-                kind,
-                Outcome::Sku {
-                    result: r.as_ref(),
-                    created: false,
-                },
-            )
+            finish(Outcome::Sku {
+                result: r.as_ref(),
+                created: false,
+            })
         }
         Op::Place(req) => {
             let r = engine.place_order_with(req, t, idem).await;
-            answer_of(kind, Outcome::Order(r.as_ref()))
+            finish(Outcome::Order(r.as_ref()))
         }
         Op::Pay {
             order_id,
@@ -160,15 +163,15 @@ pub async fn execute(
             let r = engine
                 .pay_with(&order_id, &payment_ref, outcome, amount_minor, t, idem)
                 .await;
-            answer_of(kind, Outcome::Order(r.as_ref()))
+            finish(Outcome::Order(r.as_ref()))
         }
         Op::Cancel { order_id, reason } => {
             let r = engine.cancel_with(&order_id, &reason, t, idem).await;
-            answer_of(kind, Outcome::Order(r.as_ref()))
+            finish(Outcome::Order(r.as_ref()))
         }
         Op::Ship { order_id, step } => {
             let r = engine.ship_with(&order_id, step, t, idem).await;
-            answer_of(kind, Outcome::Order(r.as_ref()))
+            finish(Outcome::Order(r.as_ref()))
         }
     }
 }

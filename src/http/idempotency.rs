@@ -33,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use super::answer::Answer;
-use super::commands::{answer_of, execute, AnswerKind, Op};
+use super::commands::{answer_of, execute_then, AnswerKind, Op};
 use super::error::{ApiError, ProblemType};
 use super::AppState;
 
@@ -75,8 +75,73 @@ pub fn fingerprint(method: &str, path: &str, canonical_body: &[u8]) -> Vec<u8> {
     h.finalize().to_vec()
 }
 
+/// The format byte of records stored in binary (bincode of [`StoredBin`]); records of
+/// earlier releases are JSON (they start with `{`) and still read.
+const STORED_BIN: u8 = 1;
+
+/// [`Stored`] as it is written now: compact, no JSON escaping of the answer's body.
+#[derive(bincode::Encode, bincode::Decode)]
+enum StoredBin {
+    Applied {
+        order_id: String,
+    },
+    Done {
+        status: u16,
+        body: String,
+        problem: bool,
+        location: Option<String>,
+        retry_after: Option<u64>,
+    },
+}
+
 fn encode(s: &Stored) -> Option<Vec<u8>> {
-    serde_json::to_vec(s).ok()
+    let bin = match s {
+        Stored::Applied { order_id } => StoredBin::Applied {
+            order_id: order_id.clone(),
+        },
+        Stored::Done { answer } => StoredBin::Done {
+            status: answer.status,
+            body: answer.body.clone(),
+            problem: answer.problem,
+            location: answer.location.clone(),
+            retry_after: answer.retry_after,
+        },
+        // Never written any more.
+        Stored::InFlight { .. } => return serde_json::to_vec(s).ok(),
+    };
+    let mut out = vec![STORED_BIN];
+    bincode::encode_into_std_write(bin, &mut out, bincode::config::standard()).ok()?;
+    Some(out)
+}
+
+fn decode(bytes: &[u8]) -> Result<Stored, String> {
+    match bytes.split_first() {
+        Some((&STORED_BIN, body)) => {
+            match bincode::decode_from_slice::<StoredBin, _>(body, bincode::config::standard()) {
+                Ok((StoredBin::Applied { order_id }, _)) => Ok(Stored::Applied { order_id }),
+                Ok((
+                    StoredBin::Done {
+                        status,
+                        body,
+                        problem,
+                        location,
+                        retry_after,
+                    },
+                    _,
+                )) => Ok(Stored::Done {
+                    answer: Answer {
+                        status,
+                        body,
+                        problem,
+                        location,
+                        retry_after,
+                    },
+                }),
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        _ => serde_json::from_slice::<Stored>(bytes).map_err(|e| e.to_string()),
+    }
 }
 
 /// Runs `op` once per (`scope`, `key`) and answers every request with that key alike.
@@ -157,7 +222,7 @@ async fn replay(
             false,
         ));
     }
-    match serde_json::from_slice::<Stored>(&old.response) {
+    match decode(&old.response) {
         Ok(Stored::Done { answer }) => Some((answer, true)),
         Ok(Stored::Applied { order_id }) => {
             let order = engine.get_order_durable(&order_id).await;
@@ -212,12 +277,25 @@ async fn run_once(
             encode(&stored)
         }),
     };
-    let answer = execute(engine, op, Some(idem), trace).await;
-    // A stored answer was durable before the engine answered; a 5xx was never stored.
-    let sent = match kept.lock().take() {
-        Some(stored) if !answer.status().is_server_error() => stored,
-        _ => answer,
-    };
+    let sent = execute_then(engine, op, Some(idem), trace, |outcome| {
+        let stored = kept.lock().take();
+        match (outcome.is_ok(), stored) {
+            // The answer rendered into the command's append, durable before the engine
+            // answered: the same bytes, not rendered again.
+            (true, Some(stored)) => stored,
+            // A refusal was stored too, unless the engine failed after rendering (a 5xx,
+            // never stored): then that failure is the answer.
+            (false, stored) => {
+                let answer = answer_of(kind, outcome);
+                match stored {
+                    Some(stored) if !answer.status().is_server_error() => stored,
+                    _ => answer,
+                }
+            }
+            (true, None) => answer_of(kind, outcome),
+        }
+    })
+    .await;
     (sent, false)
 }
 
@@ -244,5 +322,52 @@ pub fn placed_answer(view: OrderView) -> Answer {
     } else {
         let loc = format!("/v1/orders/{}", view.id);
         Answer::json(StatusCode::CREATED, &dto::OrderView::from(&view)).with_location(loc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer() -> Answer {
+        Answer {
+            status: 201,
+            body: r#"{"id":"01J","note":"quotes \" and é"}"#.into(),
+            problem: false,
+            location: Some("/v1/orders/01J".into()),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn stored_answers_round_trip_and_records_of_earlier_releases_still_read() {
+        let bytes = encode(&Stored::Done { answer: answer() }).unwrap();
+        assert_eq!(bytes[0], STORED_BIN);
+        match decode(&bytes).unwrap() {
+            Stored::Done { answer: a } => {
+                assert_eq!(
+                    (a.status, a.body, a.location),
+                    (201, answer().body, answer().location)
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        let applied = encode(&Stored::Applied {
+            order_id: "01K".into(),
+        })
+        .unwrap();
+        assert!(
+            matches!(decode(&applied).unwrap(), Stored::Applied { order_id } if order_id == "01K")
+        );
+        // Earlier releases stored JSON.
+        let json = serde_json::to_vec(&Stored::Done { answer: answer() }).unwrap();
+        assert!(
+            matches!(decode(&json).unwrap(), Stored::Done { answer: a } if a.body == answer().body)
+        );
+        let claim = br#"{"state":"in_flight","order_id":"01L"}"#;
+        assert!(
+            matches!(decode(claim).unwrap(), Stored::InFlight { order_id: Some(id) } if id == "01L")
+        );
+        assert!(decode(&[STORED_BIN, 0xff, 0xff]).is_err());
     }
 }

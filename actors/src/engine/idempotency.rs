@@ -35,6 +35,17 @@ pub enum Outcome<'a> {
     Applied { order_id: &'a str },
 }
 
+impl Outcome<'_> {
+    /// Whether the command succeeded (an applied saga counts as success).
+    pub fn is_ok(&self) -> bool {
+        match self {
+            Outcome::Sku { result, .. } => result.is_ok(),
+            Outcome::Order(result) => result.is_ok(),
+            Outcome::Applied { .. } => true,
+        }
+    }
+}
+
 /// Turns an outcome into the bytes stored under the key; `None` keeps nothing (answers
 /// that are the server's fault, which a retry should run again).
 pub type Render = Arc<dyn Fn(Outcome<'_>) -> Option<Vec<u8>> + Send + Sync>;
