@@ -9,7 +9,7 @@ use ordo_engine::domain::order::{PaymentOutcome, ShipmentStep, Status};
 use ordo_engine::domain::DomainError;
 use ordo_engine::{Durability, Engine, EngineError};
 
-use crate::helpers::{config, eventually, idem, order, sku, verify_dir};
+use crate::helpers::{config, eventually, idem, order, shutdown_and_verify, sku, verify_dir};
 
 /// A cancel racing a payment on the last unit: the actor that cancelled leaves memory only
 /// once its `OrderCancelled` is durable, so the payment, queued behind it, meets the
@@ -78,10 +78,7 @@ fn a_payment_racing_a_cancel_never_sells_the_unit_twice() {
             "RefundRequested"
         ]
     );
-    block_on(engine.shutdown()).unwrap();
-    drop(engine);
-    let report = verify_dir(dir.path());
-    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    shutdown_and_verify(engine, dir.path());
 }
 
 /// Two cancels racing while the first is not yet durable: one is answered CANCELLED, the
@@ -115,9 +112,7 @@ fn two_racing_cancels_give_one_cancellation_and_one_invalid_transition() {
         .count();
     assert_eq!((ok, refused), (1, 1), "{results:?}");
     assert!(engine.is_healthy());
-    block_on(engine.shutdown()).unwrap();
-    drop(engine);
-    assert!(verify_dir(dir.path()).violations.is_empty());
+    shutdown_and_verify(engine, dir.path());
 }
 
 /// SPEC §1 Payments: a success reusing a failed payment's ref is a new attempt, not a
@@ -168,9 +163,7 @@ fn a_success_reusing_a_failed_payments_ref_is_refunded() {
     );
     let s = block_on(engine.get_sku("REF")).unwrap();
     assert_eq!((s.available, s.reserved, s.sold), (3, 0, 0));
-    block_on(engine.shutdown()).unwrap();
-    drop(engine);
-    assert!(verify_dir(dir.path()).violations.is_empty());
+    shutdown_and_verify(engine, dir.path());
 }
 
 /// A keyed command's events and its answer are one append: the key is stamped on the
@@ -215,9 +208,7 @@ fn a_keyed_command_stores_its_answer_with_its_events_and_verify_sees_a_key_appli
     .unwrap_err();
     assert!(matches!(e, EngineError::OrderNotFound { .. }));
     assert!(engine.idempotency_record("s\ncancel-1").unwrap().is_some());
-    block_on(engine.shutdown()).unwrap();
-    drop(engine);
-    assert!(verify_dir(dir.path()).violations.is_empty());
+    shutdown_and_verify(engine, dir.path());
 
     // The same key applied again while its answer is kept: verify says so.
     let engine = Engine::open(config(dir.path(), Durability::Sync)).unwrap();
@@ -346,10 +337,7 @@ fn racing_payments_cancels_and_shipments_end_as_if_applied_one_at_a_time() {
     assert!(engine.is_healthy());
     let s = block_on(engine.get_sku("RACE")).unwrap();
     assert_eq!(s.available + s.reserved + s.sold, 1_000);
-    block_on(engine.shutdown()).unwrap();
-    drop(engine);
-    let report = verify_dir(dir.path());
-    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    shutdown_and_verify(engine, dir.path());
 }
 
 /// A second success under the paying ref (another amount: a new attempt, refused and
@@ -395,10 +383,7 @@ fn a_late_refund_under_the_paying_ref_does_not_swallow_the_cancellation_refund()
     );
     let s = block_on(engine.get_sku("R")).unwrap();
     assert_eq!((s.available, s.sold), (10, 0));
-    block_on(engine.shutdown()).unwrap();
-    drop(engine);
-    let report = verify_dir(dir.path());
-    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    shutdown_and_verify(engine, dir.path());
 }
 
 /// Two placements racing under one caller-chosen id: one is placed, the other refused as

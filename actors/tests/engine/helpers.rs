@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
+use futures::executor::block_on;
 use ordo_engine::domain::LineRequest;
-use ordo_engine::{Durability, EngineConfig, PlaceOrder, UpsertSku};
+use ordo_engine::{Durability, Engine, EngineConfig, PlaceOrder, UpsertSku};
 use ordo_storage::{Store, StoreOptions};
 
 pub fn config(dir: &std::path::Path, durability: Durability) -> EngineConfig {
@@ -70,4 +71,13 @@ pub fn idem(key: &str) -> ordo_engine::Idempotency {
             Some(format!("{o:?}").into_bytes())
         }),
     }
+}
+
+/// Shuts the engine down cleanly, closes its store, and checks the log: no violation.
+pub fn shutdown_and_verify(engine: Engine, dir: &std::path::Path) -> ordo_engine::VerifyReport {
+    block_on(engine.shutdown()).unwrap();
+    drop(engine);
+    let report = verify_dir(dir);
+    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    report
 }

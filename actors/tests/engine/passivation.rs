@@ -6,7 +6,7 @@ use futures::executor::block_on;
 use ordo_engine::domain::order::Status;
 use ordo_engine::{Durability, Engine};
 
-use crate::helpers::{config, eventually, order, sku, verify_dir};
+use crate::helpers::{config, eventually, order, shutdown_and_verify, sku};
 
 #[test]
 fn idle_skus_passivate_and_come_back_with_their_counters_under_concurrent_use() {
@@ -56,8 +56,5 @@ fn idle_skus_passivate_and_come_back_with_their_counters_under_concurrent_use() 
         block_on(engine.get_order(&held.id)).unwrap().status,
         Status::Pending
     );
-    block_on(engine.shutdown()).unwrap();
-    drop(engine);
-    let report = verify_dir(dir.path());
-    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    shutdown_and_verify(engine, dir.path());
 }

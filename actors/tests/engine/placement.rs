@@ -9,7 +9,7 @@ use ordo_engine::domain::order::Status;
 use ordo_engine::domain::DomainError;
 use ordo_engine::{Durability, Engine, EngineError};
 
-use crate::helpers::{config, order, sku, verify_dir};
+use crate::helpers::{config, order, shutdown_and_verify, sku};
 
 #[test]
 fn ten_thousand_buyers_race_for_a_thousand_units_and_exactly_a_thousand_win() {
@@ -42,10 +42,7 @@ fn ten_thousand_buyers_race_for_a_thousand_units_and_exactly_a_thousand_win() {
     assert_eq!((pending, sold_out), (1_000, 9_000));
     let s = block_on(engine.get_sku("HOT")).unwrap();
     assert_eq!((s.available, s.reserved, s.sold), (0, 1_000, 0));
-    block_on(engine.shutdown()).unwrap();
-    drop(engine);
-    let report = verify_dir(dir.path());
-    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    let report = shutdown_and_verify(engine, dir.path());
     assert_eq!(report.orders, 10_000);
 }
 
@@ -88,10 +85,7 @@ fn multi_sku_orders_racing_on_overlapping_skus_leak_nothing() {
         assert_eq!(s.available + s.reserved + s.sold, 300, "sku {code}");
         assert!(s.available >= 0);
     }
-    block_on(engine.shutdown()).unwrap();
-    drop(engine);
-    let report = verify_dir(dir.path());
-    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    shutdown_and_verify(engine, dir.path());
 }
 
 #[test]

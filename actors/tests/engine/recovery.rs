@@ -7,7 +7,7 @@ use futures::executor::block_on;
 use ordo_engine::domain::order::{PaymentOutcome, ShipmentStep, Status};
 use ordo_engine::{Durability, Engine};
 
-use crate::helpers::{config, eventually, order, sku, verify_dir};
+use crate::helpers::{config, eventually, order, shutdown_and_verify, sku};
 
 /// Runs a mixed workload and returns the SKU and order views it ends with.
 fn workload(engine: &Engine) -> Vec<String> {
@@ -158,8 +158,5 @@ fn pending_orders_without_actors_survive_a_checkpointed_restart_and_still_expire
         ) == (9, 0, 1, 8, 0, 2)
     }));
     assert_eq!(engine.pending_without_actor(), 0);
-    block_on(engine.shutdown()).unwrap();
-    drop(engine);
-    let report = verify_dir(dir.path());
-    assert!(report.violations.is_empty(), "{:?}", report.violations);
+    shutdown_and_verify(engine, dir.path());
 }
