@@ -23,8 +23,8 @@ pub use codec::{EVENT_FORMAT_V2, VALUE_FORMAT_V1};
 pub use error::{Result, StorageError};
 pub use event::{valid_stream_name, EventRecord, EventView, NewEvent};
 pub use journal::{
-    Append, AppendTicket, HoldWrites, IdempotencyWrite, Journal, JournalOptions, Receipt,
-    SnapshotWrite,
+    Append, AppendTicket, Completion, HoldWrites, IdempotencyWrite, Journal, JournalOptions,
+    Receipt, SnapshotWrite,
 };
 pub use metrics::JournalMetrics;
 pub use store::{

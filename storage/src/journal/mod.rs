@@ -82,6 +82,9 @@ pub struct Append {
     /// every idempotency write goes through the writer, so a key reused meanwhile keeps
     /// its new record.
     pub expire_idempotency: Vec<(String, u64)>,
+    /// A stream the caller minted (a fresh id): its events from version 1 need no point
+    /// read to prove the stream is new. Only for ids no one else can have used.
+    pub minted: Option<Arc<str>>,
 }
 
 /// How the journal treats appends.
@@ -108,9 +111,43 @@ pub struct Receipt {
     pub last_seq: u64,
 }
 
+/// How the caller of an append learns its outcome.
+pub enum Completion {
+    /// An [`AppendTicket`] resolves.
+    Ticket(oneshot::Sender<Result<Receipt>>),
+    /// The writer thread calls this once the outcome is known (durable or failed). It must
+    /// be short and must not block: it runs on the one writer thread, between batches.
+    Call(Box<dyn FnOnce(Result<Receipt>) + Send>),
+}
+
+impl Completion {
+    /// A completion that calls `f` with the outcome.
+    pub fn call(f: impl FnOnce(Result<Receipt>) + Send + 'static) -> Self {
+        Completion::Call(Box::new(f))
+    }
+
+    pub(crate) fn complete(self, res: Result<Receipt>) {
+        match self {
+            Completion::Ticket(tx) => {
+                let _ = tx.send(res);
+            }
+            Completion::Call(f) => f(res),
+        }
+    }
+}
+
+impl std::fmt::Debug for Completion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Completion::Ticket(_) => "Completion::Ticket",
+            Completion::Call(_) => "Completion::Call",
+        })
+    }
+}
+
 struct Pending {
     req: Append,
-    tx: oneshot::Sender<Result<Receipt>>,
+    done: Completion,
 }
 
 #[derive(Default)]
@@ -224,21 +261,45 @@ impl Journal {
     /// store's durability mode (or with the reason it was not).
     pub fn append(&self, req: Append) -> AppendTicket {
         let (tx, rx) = oneshot::channel();
+        self.append_all(std::iter::once((req, Completion::Ticket(tx))));
+        AppendTicket { rx }
+    }
+
+    /// Queues `req`; `done` is called on the writer thread once the batch holding it is
+    /// stored (or with the reason it was not). No task or channel per append.
+    pub fn append_then(&self, req: Append, done: impl FnOnce(Result<Receipt>) + Send + 'static) {
+        self.append_all(std::iter::once((req, Completion::call(done))));
+    }
+
+    /// Queues every append in order under one lock (an actor's whole batch): they are
+    /// written in this order, in one RocksDB batch or in consecutive ones.
+    pub fn append_all(&self, appends: impl IntoIterator<Item = (Append, Completion)>) {
         let shared = &self.inner.shared;
         let mut q = shared.queue.lock();
-        if let Some(reason) = &q.stopped {
-            let _ = tx.send(Err(StorageError::JournalStopped(reason.clone())));
-        } else if q.closed {
-            let _ = tx.send(Err(StorageError::JournalClosed));
-        } else {
-            let was_empty = q.pending.is_empty();
-            q.pending.push(Pending { req, tx });
+        // Refused at submission: `Some(reason)` stopped, `None` closed.
+        let refused = match (&q.stopped, q.closed) {
+            (Some(reason), _) => Some(Some(reason.clone())),
+            (None, true) => Some(None),
+            (None, false) => None,
+        };
+        if let Some(reason) = refused {
             drop(q);
-            if was_empty {
-                shared.wake.notify_one();
+            for (_, done) in appends {
+                done.complete(Err(match &reason {
+                    Some(r) => StorageError::JournalStopped(r.clone()),
+                    None => StorageError::JournalClosed,
+                }));
             }
+            return;
         }
-        AppendTicket { rx }
+        let was_empty = q.pending.is_empty();
+        q.pending
+            .extend(appends.into_iter().map(|(req, done)| Pending { req, done }));
+        let wake = was_empty && !q.pending.is_empty();
+        drop(q);
+        if wake {
+            shared.wake.notify_one();
+        }
     }
 
     /// The highest seq known durable.
@@ -269,6 +330,12 @@ impl Journal {
             .shared
             .fail_next_write
             .store(true, Ordering::SeqCst);
+    }
+
+    /// Appends queued and not yet taken by the writer (tests: "these are all waiting").
+    #[doc(hidden)]
+    pub fn queued_for_test(&self) -> usize {
+        self.inner.shared.queue.lock().pending.len()
     }
 
     /// Failure point for tests: the writer stops writing (appends queue up, none becomes

@@ -9,7 +9,7 @@ struct Batch {
     wb: WriteBatch,
     /// Heads of the streams this batch writes.
     staged: HashMap<Arc<str>, u64>,
-    answers: Vec<(oneshot::Sender<Result<Receipt>>, Result<Receipt>)>,
+    answers: Vec<(Completion, Result<Receipt>)>,
     /// The seq the next staged event gets.
     next: u64,
     n_events: u64,
@@ -60,9 +60,13 @@ impl Writer {
             if let Err(reason) = self.write(&mut batch) {
                 let mut q = self.shared.queue.lock();
                 q.stopped = Some(reason.clone());
-                for p in q.pending.drain(..) {
-                    let _ = p.tx.send(Err(StorageError::JournalStopped(reason.clone())));
+                let refused: Vec<Pending> = q.pending.drain(..).collect();
+                drop(q);
+                for p in refused {
+                    p.done
+                        .complete(Err(StorageError::JournalStopped(reason.clone())));
                 }
+                let mut q = self.shared.queue.lock();
                 tracing::error!(%reason, "journal write failed; journal stopped");
                 // Keep refusing until closed: appends are answered at submission now.
                 while !q.closed {
@@ -74,9 +78,18 @@ impl Writer {
     }
 
     /// The stream's current head: batch-staged, cached, or read from the index.
-    fn head(&self, staged: &HashMap<Arc<str>, u64>, stream: &Arc<str>, want: u64) -> Result<u64> {
+    fn head(
+        &self,
+        staged: &HashMap<Arc<str>, u64>,
+        stream: &Arc<str>,
+        want: u64,
+        minted: bool,
+    ) -> Result<u64> {
         if let Some(v) = staged.get(stream).or_else(|| self.heads.get(stream)) {
             return Ok(*v);
+        }
+        if minted && want == 1 {
+            return Ok(0); // a stream the caller minted is new: no read needed
         }
         // Not seen since open. Versions are contiguous from 1, so "want - 1 exists and want
         // does not" is exactly "head == want - 1"; otherwise read the true head.
@@ -100,7 +113,10 @@ impl Writer {
             }
             let head = match local.iter().find(|(s, _)| *s == ev.stream) {
                 Some((_, v)) => *v,
-                None => self.head(staged, &ev.stream, ev.version)?,
+                None => {
+                    let minted = req.minted.as_ref() == Some(&ev.stream);
+                    self.head(staged, &ev.stream, ev.version, minted)?
+                }
             };
             if ev.version != head + 1 {
                 return Err(StorageError::VersionConflict {
@@ -117,7 +133,7 @@ impl Writer {
         for snap in &req.snapshots {
             let head = match local.iter().find(|(s, _)| *s == snap.stream) {
                 Some((_, v)) => *v,
-                None => self.head(staged, &snap.stream, snap.version + 1)?,
+                None => self.head(staged, &snap.stream, snap.version + 1, false)?,
             };
             if snap.version == 0 || snap.version > head {
                 return Err(StorageError::InvalidAppend(format!(
@@ -135,7 +151,7 @@ impl Writer {
     fn write(&mut self, batch: &mut Vec<Pending>) -> std::result::Result<(), String> {
         let mut b = Batch::new(self.next_seq, batch.len());
         let mut pending = batch.drain(..);
-        while let Some(Pending { req, tx }) = pending.next() {
+        while let Some(Pending { req, done: tx }) = pending.next() {
             // Snapshot-only appends of a stream this batch writes events to wait for the
             // next batch: a snapshot is written only once the events it covers are durable.
             if req.events.is_empty()
@@ -144,7 +160,7 @@ impl Writer {
                     .iter()
                     .any(|s| b.staged.contains_key(&s.stream))
             {
-                b.deferred.push(Pending { req, tx });
+                b.deferred.push(Pending { req, done: tx });
                 continue;
             }
             if let Err(e) = self.check(&req, &mut b.staged) {
@@ -153,7 +169,8 @@ impl Writer {
                     // applied these events. Write nothing of this batch, stop.
                     let reason = format!("{e}: memory and log disagree; stopped");
                     for p in pending.by_ref() {
-                        let _ = p.tx.send(Err(StorageError::JournalStopped(reason.clone())));
+                        p.done
+                            .complete(Err(StorageError::JournalStopped(reason.clone())));
                     }
                     return self.fail(b.answers, tx, reason);
                 }
@@ -285,8 +302,8 @@ impl Writer {
                 // Stop first, answer after: a caller told of the failure must already see
                 // the journal stopped.
                 self.shared.queue.lock().stopped = Some(reason.clone());
-                for (tx, _) in b.answers {
-                    let _ = tx.send(Err(StorageError::JournalStopped(reason.clone())));
+                for (done, _) in b.answers {
+                    done.complete(Err(StorageError::JournalStopped(reason.clone())));
                 }
                 return Err(reason);
             }
@@ -299,8 +316,8 @@ impl Writer {
         self.next_seq = b.next;
         self.shared.metrics.set_durable(b.next - 1);
         self.shared.durable.send_replace(b.next - 1);
-        for (tx, res) in b.answers {
-            let _ = tx.send(res);
+        for (done, res) in b.answers {
+            done.complete(res);
         }
         if !b.deferred.is_empty() {
             let mut q = self.shared.queue.lock();
@@ -312,14 +329,14 @@ impl Writer {
 
     fn fail(
         &self,
-        answers: Vec<(oneshot::Sender<Result<Receipt>>, Result<Receipt>)>,
-        tx: oneshot::Sender<Result<Receipt>>,
+        answers: Vec<(Completion, Result<Receipt>)>,
+        tx: Completion,
         reason: String,
     ) -> std::result::Result<(), String> {
         self.shared.queue.lock().stopped = Some(reason.clone());
-        let _ = tx.send(Err(StorageError::JournalStopped(reason.clone())));
-        for (tx, _) in answers {
-            let _ = tx.send(Err(StorageError::JournalStopped(reason.clone())));
+        tx.complete(Err(StorageError::JournalStopped(reason.clone())));
+        for (done, _) in answers {
+            done.complete(Err(StorageError::JournalStopped(reason.clone())));
         }
         Err(reason)
     }
