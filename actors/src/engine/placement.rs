@@ -137,6 +137,60 @@ impl Engine {
         trace: Option<Arc<str>>,
         idem: Option<Idempotency>,
     ) -> EngineResult<OrderView> {
+        if req.lines.len() == 1 {
+            return self.place_single(order_id, req, trace, idem).await;
+        }
+        self.place_saga(order_id, req, trace, idem).await
+    }
+
+    /// A single-line order: the SKU's actor reserves and mints the order in one append
+    /// (see `sku_actor`), and answers once it is durable.
+    async fn place_single(
+        &self,
+        order_id: String,
+        req: PlaceOrder,
+        trace: Option<Arc<str>>,
+        idem: Option<Idempotency>,
+    ) -> EngineResult<OrderView> {
+        let inner = &self.inner;
+        let line = &req.lines[0];
+        if !inner.sku_index.read().contains(&line.sku) {
+            let e = DomainError::UnknownSku(line.sku.clone()).into();
+            return inner.refuse(idem.as_ref(), Kind::Order, e).await;
+        }
+        let ttl_ms = inner.config.reservation_ttl.as_millis() as u64;
+        let asked = inner
+            .ask_sku(&line.sku, false, Admission::RefuseWhenFull, |reply| {
+                SkuReq::Place(Box::new(SinglePlace {
+                    order_id: order_id.clone(),
+                    customer_id: req.customer_id.clone(),
+                    qty: line.qty,
+                    ttl_ms,
+                    trace: trace.clone(),
+                    idem: idem.clone(),
+                    reply,
+                }))
+            })
+            .await;
+        match asked {
+            Ok(Placed::Stored(result, state)) => {
+                self.note_placed(&result, *state);
+                result
+            }
+            Ok(Placed::NotStored(e)) => Err(e),
+            Ok(Placed::Refused(e)) | Err(e) => inner.refuse(idem.as_ref(), Kind::Order, e).await,
+        }
+    }
+
+    /// An order over several SKUs: a saga of appends (each line's reservation, then the
+    /// order's own events with the idempotency record), compensated on failure.
+    async fn place_saga(
+        &self,
+        order_id: String,
+        req: PlaceOrder,
+        trace: Option<Arc<str>>,
+        idem: Option<Idempotency>,
+    ) -> EngineResult<OrderView> {
         let inner = &self.inner;
         let (mut lines, currency, failure) = match self.reserve_lines(&order_id, &req, &trace).await
         {
@@ -148,22 +202,15 @@ impl Engine {
         }
 
         let now = ordo_storage::now_ms();
-        let place_failure = failure.as_ref().and_then(|e| {
-            FailureReason::of(e).map(|(reason, sku)| PlaceFailure {
-                reason,
-                sku: sku.to_owned(),
-                detail: e.to_string(),
-            })
-        });
-        let cmd = OrderCommand::Place {
-            order_id: order_id.clone(),
-            customer_id: req.customer_id.clone(),
+        let cmd = place_command(
+            order_id.clone(),
+            req.customer_id.clone(),
             lines,
-            currency: currency.unwrap_or_default(),
-            now_ms: now,
-            ttl_ms: inner.config.reservation_ttl.as_millis() as u64,
-            failure: place_failure,
-        };
+            currency.unwrap_or_default(),
+            now,
+            inner.config.reservation_ttl.as_millis() as u64,
+            failure.as_ref(),
+        );
         let mut state = Order::default();
         let events = match order::decide(&state, &cmd) {
             Ok(ev) => ev,
@@ -239,5 +286,34 @@ impl Engine {
             }
             Err(_) => {}
         }
+    }
+}
+
+/// The `Place` command for an order whose lines are priced, and reserved unless `failure`
+/// says why a line could not be.
+pub(crate) fn place_command(
+    order_id: String,
+    customer_id: String,
+    lines: Vec<OrderLine>,
+    currency: String,
+    now_ms: u64,
+    ttl_ms: u64,
+    failure: Option<&DomainError>,
+) -> OrderCommand {
+    let failure = failure.and_then(|e| {
+        FailureReason::of(e).map(|(reason, sku)| PlaceFailure {
+            reason,
+            sku: sku.to_owned(),
+            detail: e.to_string(),
+        })
+    });
+    OrderCommand::Place {
+        order_id,
+        customer_id,
+        lines,
+        currency,
+        now_ms,
+        ttl_ms,
+        failure,
     }
 }

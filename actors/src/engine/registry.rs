@@ -24,6 +24,7 @@ impl Inner {
 
     pub(super) fn start_sku(&self, sku: &str, state: Sku) -> SkuHandle {
         let queued = Arc::new(AtomicUsize::new(0));
+        let view = Arc::new(RwLock::new(state.view()));
         let actor = SkuActor::new(
             sku,
             state,
@@ -33,10 +34,11 @@ impl Inner {
             self.skus.clone(),
             self.config.sku_idle_timeout,
             self.metrics.live_skus.clone(),
+            view.clone(),
         );
         let addr = SkuActor::start_in_arbiter(self.arbiter(), move |_| actor);
         self.metrics.live_skus.inc();
-        SkuHandle { addr, queued }
+        SkuHandle { addr, queued, view }
     }
 
     /// The SKU's actor; with `create`, one is started for an unregistered SKU too.

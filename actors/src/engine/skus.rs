@@ -85,8 +85,15 @@ impl Engine {
         }
     }
 
+    /// The SKU's view as its actor last published it (reads never queue behind
+    /// reservations); a passivated SKU is activated first.
     pub async fn get_sku(&self, sku: &str) -> EngineResult<SkuView> {
         self.known_sku(sku)?;
+        if let Some(h) = self.inner.skus.get(sku) {
+            if h.addr.connected() {
+                return Ok(h.view.read().clone());
+            }
+        }
         self.inner
             .ask_sku(sku, false, Admission::Wait, |reply| SkuReq::Get { reply })
             .await

@@ -47,7 +47,8 @@ fn a_full_sku_queue_refuses_new_orders_for_that_sku_only() {
 }
 
 /// The SKU queue count comes back to zero whatever happens to a message: a checkpoint's
-/// snapshot request, requests whose caller went away before the actor took them up.
+/// snapshot request, requests whose caller went away before the actor took them up (they
+/// change nothing).
 /// (Before the fix a checkpoint wrapped the count below zero and the SKU refused every
 /// order from then on; dropped requests leaked it upwards.)
 #[test]
@@ -62,12 +63,21 @@ fn the_sku_queue_count_survives_checkpoints_and_callers_that_hang_up() {
     assert!(eventually(|| engine.metrics().checkpoints.get() > 0));
     assert_eq!(engine.sku_queue_for_test("Q"), 0);
     let release = block_on(engine.hold_sku_for_test("Q")).unwrap();
-    for _ in 0..5 {
-        // A read whose client hung up: queued (polled once), then dropped.
-        assert!(engine.get_sku("Q").now_or_never().is_none());
+    for i in 0..5 {
+        // An order whose client hung up: queued (polled once), then dropped. (Reads no
+        // longer queue: they are served from the SKU's published view.)
+        let gone = engine.place_order(order(&format!("gone{i}"), &[("Q", 1)]), None);
+        assert!(gone.now_or_never().is_none());
     }
+    assert_eq!(engine.sku_queue_for_test("Q"), 5);
     drop(release);
     assert!(eventually(|| engine.sku_queue_for_test("Q") == 0));
+    let q = block_on(engine.get_sku("Q")).unwrap();
+    assert_eq!(
+        (q.available, q.reserved),
+        (99, 1),
+        "hung-up orders placed nothing"
+    );
     let o = block_on(engine.place_order(order("b", &[("Q", 1)]), None)).unwrap();
     assert_eq!(o.status, Status::Pending);
     block_on(engine.shutdown()).unwrap();

@@ -4,6 +4,7 @@
 mod helpers;
 
 mod atomic_commands;
+mod batching;
 mod crash;
 mod lifecycle;
 mod mailbox;
