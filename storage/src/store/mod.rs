@@ -101,6 +101,9 @@ pub enum PutOutcome {
 }
 
 /// Unix milliseconds now.
+/// The most WAL the store keeps before flushing the memtables that pin it.
+pub const MAX_TOTAL_WAL_BYTES: u64 = 256 << 20;
+
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -162,6 +165,10 @@ impl Store {
         db_opts.set_max_background_jobs(2);
         db_opts.set_keep_log_file_num(3);
         db_opts.set_max_log_file_size(8 << 20);
+        // Bounded WAL: past this, the column families holding the oldest WAL file are
+        // flushed so it can be deleted (a quiet family, such as `meta`, would otherwise
+        // keep every WAL file since its last flush alive).
+        db_opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
         if let Some(env) = &env {
             db_opts.set_env(env);
         }

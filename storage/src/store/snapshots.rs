@@ -17,6 +17,19 @@ impl Store {
         Ok(())
     }
 
+    /// Stores a large snapshot as a cache, outside the journal and without the WAL, so
+    /// writing it never holds up the journal's fsynced batches: it reaches disk with the
+    /// next memtable flush, and a crash before that loses only the cache (recovery reads
+    /// the stream instead). Callers write it only once the events it covers are durable.
+    pub fn save_snapshot_cache(&self, snap: &SnapshotRecord) -> Result<()> {
+        let bytes = codec::encode(snap)?;
+        let mut wo = WriteOptions::default();
+        wo.disable_wal(true);
+        self.db
+            .put_cf_opt(self.cf(CF_SNAPSHOTS), snap.stream.as_bytes(), bytes, &wo)?;
+        Ok(())
+    }
+
     pub fn load_snapshot(&self, stream: &str) -> Result<Option<SnapshotRecord>> {
         match self
             .db
