@@ -1,5 +1,11 @@
 use clap::Parser;
 
+/// mimalloc for every Rust allocation of the `ordo` binary: the order path allocates
+/// (requests, events, answers) on one thread and frees on another, where glibc's malloc
+/// spent a fifth of the server's CPU.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() {
     let cli = ordo::cli::Cli::parse();
     // `serve` sets up logging itself, in the format its settings ask for.
