@@ -72,16 +72,8 @@ pub(crate) fn read_events(
     stream: Option<&str>,
 ) -> EngineResult<Vec<EventRecord>> {
     match stream {
-        Some(s) => {
-            // Stream reads page by seq too: skip what is not after the cursor.
-            let mut out: Vec<EventRecord> = store
-                .read_stream(s, 1)?
-                .into_iter()
-                .filter(|e| e.seq > after)
-                .collect();
-            out.truncate(limit);
-            Ok(out)
-        }
+        // Stream reads page by seq too, through the stream's index.
+        Some(s) => Ok(store.read_stream_page(s, after, limit)?),
         None => {
             let mut out = Vec::with_capacity(limit.min(1024));
             for r in store.read_from(after) {

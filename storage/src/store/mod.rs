@@ -358,12 +358,70 @@ impl Store {
 
     /// One stream's events with version >= `from_version`, in version order.
     pub fn read_stream(&self, stream: &str, from_version: u64) -> Result<Vec<EventRecord>> {
+        self.read_stream_range(stream, from_version, usize::MAX)
+    }
+
+    /// A page of one stream for a feed: at most `limit` of its events with seq > `after`,
+    /// in order. Found through the stream's index (a binary search over its versions, then
+    /// `limit` entries), so a page costs O(log(stream) + limit), not the whole stream.
+    pub fn read_stream_page(
+        &self,
+        stream: &str,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>> {
+        let head = self.stream_head(stream)?;
+        // Seqs grow with versions: find the first version whose seq is past `after`.
+        let (mut lo, mut hi) = (1u64, head + 1);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.version_seq(stream, mid)? > after {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        if lo > head {
+            return Ok(Vec::new());
+        }
+        self.read_stream_range(stream, lo, limit)
+    }
+
+    /// The seq of `stream`'s event `version` (which must exist).
+    fn version_seq(&self, stream: &str, version: u64) -> Result<u64> {
+        let got = self
+            .db
+            .get_pinned_cf(self.cf(CF_STREAMS), stream_key(stream, version))?;
+        let bytes = got.ok_or_else(|| {
+            corrupt(
+                CF_STREAMS,
+                format!("stream {stream}"),
+                format!("version {version} below the head is missing"),
+            )
+        })?;
+        let arr: [u8; 8] = bytes.as_ref().try_into().map_err(|_| {
+            corrupt(
+                CF_STREAMS,
+                format!("stream {stream}"),
+                "seq is not 8 bytes".into(),
+            )
+        })?;
+        Ok(u64::from_be_bytes(arr))
+    }
+
+    /// At most `limit` of one stream's events from `from_version` on, in version order.
+    fn read_stream_range(
+        &self,
+        stream: &str,
+        from_version: u64,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>> {
         let prefix = stream_prefix(stream);
         let mut it = self.db.raw_iterator_cf(self.cf(CF_STREAMS));
         it.seek(stream_key(stream, from_version.max(1)));
         let mut seqs = Vec::new();
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            if !k.starts_with(&prefix) {
+            if !k.starts_with(&prefix) || seqs.len() >= limit {
                 break;
             }
             let arr: [u8; 8] = v.try_into().map_err(|_| {
