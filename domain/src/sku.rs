@@ -314,6 +314,25 @@ fn sub_customer_units(map: &mut imbl::HashMap<String, u64>, customer: &str, qty:
     }
 }
 
+/// Sets the per-customer limit. Units per customer are counted only while a limit is set
+/// (a SKU without one would otherwise keep a count for every customer who ever bought
+/// it): a limit set later starts from the units customers hold now, so units bought
+/// before it was set do not count against it; removing the limit drops the counts.
+fn set_limit(s: &mut Sku, limit: Option<u32>) {
+    match (s.per_customer_limit, limit) {
+        (_, None) => s.customer_units = imbl::HashMap::new(),
+        (None, Some(_)) => {
+            let mut units = imbl::HashMap::new();
+            for hold in s.holds.values() {
+                add_customer_units(&mut units, &hold.customer_id, hold.qty);
+            }
+            s.customer_units = units;
+        }
+        (Some(_), Some(_)) => {}
+    }
+    s.per_customer_limit = limit;
+}
+
 /// Applies an event. Total: it never fails; `decide` is where rules live.
 pub fn apply(s: &mut Sku, ev: &SkuEvent) {
     use SkuEvent::*;
@@ -325,13 +344,13 @@ pub fn apply(s: &mut Sku, ev: &SkuEvent) {
             s.name = e.name.clone();
             s.price_minor = e.price_minor;
             s.currency = e.currency.clone();
-            s.per_customer_limit = e.per_customer_limit;
+            set_limit(s, e.per_customer_limit);
         }
         SkuUpdated(e) => {
             s.name = e.name.clone();
             s.price_minor = e.price_minor;
             s.currency = e.currency.clone();
-            s.per_customer_limit = e.per_customer_limit;
+            set_limit(s, e.per_customer_limit);
         }
         StockAdjusted(e) => {
             s.available += e.delta;
@@ -347,7 +366,9 @@ pub fn apply(s: &mut Sku, ev: &SkuEvent) {
                     qty: e.qty,
                 },
             );
-            add_customer_units(&mut s.customer_units, &e.customer_id, e.qty);
+            if s.per_customer_limit.is_some() {
+                add_customer_units(&mut s.customer_units, &e.customer_id, e.qty);
+            }
         }
         StockReleased(e) => {
             s.available += i64::from(e.qty);

@@ -502,3 +502,37 @@ fn a_cancellation_needs_a_reason_a_person_could_give() {
             .then_err(|e| matches!(e, DomainError::Invalid(_)));
     }
 }
+
+/// Units per customer are counted only while a limit is set (issue 21: a SKU without one
+/// kept a count for every customer who ever bought it, in memory and in every snapshot).
+/// A limit set later counts what customers hold from then on.
+#[test]
+fn customer_units_are_kept_only_under_a_limit() {
+    let mut events = registered(None);
+    events.push(reserved("o1", "ann", 2));
+    events.push(reserved("o2", "bob", 1));
+    let g = given::<Sku>(&events);
+    assert!(g.0.customer_units.is_empty(), "no limit: no counts");
+    events.push(SkuEvent::SkuUpdated(SkuUpdated {
+        name: "a".into(),
+        price_minor: 150,
+        currency: "EUR".into(),
+        per_customer_limit: Some(3),
+    }));
+    let g = given::<Sku>(&events);
+    assert_eq!(g.0.customer_units.get("ann"), Some(&2));
+    assert_eq!(g.0.customer_units.len(), 2);
+    given::<Sku>(&events)
+        .when(reserve("o3", "ann", 2))
+        .then_err(|e| matches!(e, DomainError::LimitExceeded { .. }));
+    given::<Sku>(&events)
+        .when(reserve("o3", "ann", 1))
+        .then(vec![reserved("o3", "ann", 1)]);
+    events.push(SkuEvent::SkuUpdated(SkuUpdated {
+        name: "a".into(),
+        price_minor: 150,
+        currency: "EUR".into(),
+        per_customer_limit: None,
+    }));
+    assert!(given::<Sku>(&events).0.customer_units.is_empty(), "limit removed");
+}
