@@ -7,7 +7,6 @@ use super::*;
 impl Webhooks {
     pub(super) async fn worker(self: Arc<Self>, h: Arc<Handle>) {
         let mut watch = self.engine.subscribe_durable();
-        let store = self.engine.store().clone();
         loop {
             if h.deleted.load(Relaxed) || self.stopping() {
                 return;
@@ -17,7 +16,7 @@ impl Webhooks {
                 && self.redrive_now(&h).await
                 && h.paused.swap(false, Relaxed)
             {
-                let _ = store.delete_meta(&paused_key(&h.sub.id));
+                self.store_paused(&h, false);
             }
             let cursor = h.cursor.load(Relaxed);
             let durable = self.engine.durable_seq();
@@ -30,11 +29,9 @@ impl Webhooks {
                 }
                 continue;
             }
-            let s = store.clone();
-            let batch = match actix_web::web::block(move || {
-                s.read_from(cursor).take(256).collect::<Result<Vec<_>, _>>()
-            })
-            .await
+            let engine = self.engine.clone();
+            let batch = match actix_web::web::block(move || engine.read_events(cursor, 256, None))
+                .await
             {
                 Ok(Ok(b)) => b,
                 Ok(Err(e)) => {
@@ -62,7 +59,7 @@ impl Webhooks {
                             tracing::warn!(subscription = %h.sub.id, seq = r.seq, error = %err, paused = pause, "delivery failed; dead-lettered");
                             if pause {
                                 h.paused.store(true, Relaxed);
-                                let _ = store.put_meta(&paused_key(&h.sub.id), b"1");
+                                self.store_paused(&h, true);
                             }
                             self.dead_letter(&h, &r, attempts, &err);
                         }
@@ -90,12 +87,14 @@ impl Webhooks {
     }
 
     pub(super) fn store_cursor(&self, h: &Handle, seq: u64) {
-        if let Err(e) = self
-            .engine
-            .store()
-            .put_meta(&cursor_key(&h.sub.id), &seq.to_be_bytes())
-        {
+        if let Err(e) = self.store.put_cursor(&h.sub.id, seq) {
             tracing::error!(error = %e, subscription = %h.sub.id, "storing a webhook cursor");
+        }
+    }
+
+    fn store_paused(&self, h: &Handle, paused: bool) {
+        if let Err(e) = self.store.set_paused(&h.sub.id, paused) {
+            tracing::error!(error = %e, subscription = %h.sub.id, paused, "storing a webhook pause");
         }
     }
 
@@ -111,15 +110,12 @@ impl Webhooks {
         if h.deleted.load(Relaxed) {
             return;
         }
-        let key = dead_key(&h.sub.id, r.seq);
-        let existed = matches!(self.engine.store().get_meta(&key), Ok(Some(_)));
-        match serde_json::to_vec(&d).map(|b| self.engine.store().put_meta(&key, &b)) {
-            Ok(Ok(())) if !existed => {
-                h.stats.dead_letters.inc();
+        match self.store.put_dead_letter(&h.sub.id, &d) {
+            Ok(true) => h.stats.dead_letters.inc(),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, subscription = %h.sub.id, "storing a dead letter")
             }
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "storing a dead letter"),
-            Err(e) => tracing::error!(error = %e, "encoding a dead letter"),
         }
     }
 
@@ -133,20 +129,13 @@ impl Webhooks {
             if self.stopping() {
                 return false;
             }
-            let s = self.engine.store().clone();
-            let rec = match actix_web::web::block(move || s.get_event(d.seq)).await {
-                Ok(Ok(Some(r))) => r,
-                _ => continue,
+            let Some(rec) = self.event_at(d.seq).await else {
+                continue;
             };
             match self.deliver(h, &rec).await {
                 Ok(()) => {
                     let _g = h.dead_lock.lock();
-                    if self
-                        .engine
-                        .store()
-                        .delete_meta(&dead_key(&h.sub.id, d.seq))
-                        .is_ok()
-                    {
+                    if self.store.delete_dead_letter(&h.sub.id, d.seq).is_ok() {
                         h.stats.dead_letters.dec();
                     }
                 }
@@ -156,6 +145,16 @@ impl Webhooks {
             }
         }
         true
+    }
+
+    /// The event at `seq`, if it can be read.
+    async fn event_at(&self, seq: u64) -> Option<EventRecord> {
+        let engine = self.engine.clone();
+        let after = seq.saturating_sub(1);
+        match actix_web::web::block(move || engine.read_events(after, 1, None)).await {
+            Ok(Ok(records)) => records.into_iter().find(|r| r.seq == seq),
+            _ => None,
+        }
     }
 
     /// Delivers one event with retries; `Err((attempts, last error))` after the last.
