@@ -3,7 +3,7 @@
 
 use reqwest::Method;
 
-use crate::helpers::{tempdir, Resp, Server};
+use crate::helpers::{stop_and_verify, tempdir, Resp, Server};
 
 const ADMIN: &str = "admin-secret-1";
 const CLIENT: &str = "client-secret-1";
@@ -52,6 +52,8 @@ async fn tokens_are_required_and_each_role_reaches_only_its_routes() {
     // Health and metrics need no token.
     s.token = None;
     s.healthz().await.ok(200);
+
+    stop_and_verify(s, &dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,6 +79,8 @@ async fn a_token_that_runs_dry_gets_429_and_other_tokens_are_unaffected() {
     assert!(limited.header("retry-after").is_some());
     s.token = Some(ADMIN);
     s.sku("A-1").await.ok(200);
+
+    stop_and_verify(s, &dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -473,6 +473,17 @@ pub fn tempdir() -> (tempfile::TempDir, PathBuf) {
     (t, p)
 }
 
+/// The end of a scenario that changed the store: SIGTERM (the server must exit 0), then
+/// `ordo verify` on its data dir (it must pass). The verify report, for more checks.
+#[track_caller]
+pub fn stop_and_verify(s: Server, dir: &Path) -> Value {
+    let status = s.terminate();
+    assert!(status.success(), "exit status {status}");
+    let (ok, report) = verify(dir);
+    assert!(ok, "{report}");
+    report
+}
+
 /// `ordo verify --json` on a stopped server's data dir: (passed, report).
 pub fn verify(dir: &Path) -> (bool, Value) {
     let out = Command::new(BIN)
