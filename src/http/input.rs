@@ -35,32 +35,40 @@ pub struct ApiJsonOrDefault<T>(pub T);
 
 impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
     type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+    type Future = BodyFuture<Self>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let (req, payload) = (req.clone(), payload.take());
-        Box::pin(async move {
-            let body = read_body(&req, payload).await?;
-            parse_json(&body).map(ApiJson)
-        })
+        json_body(req, payload, None, ApiJson)
     }
 }
 
 impl<T: DeserializeOwned + Default + 'static> FromRequest for ApiJsonOrDefault<T> {
     type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+    type Future = BodyFuture<Self>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let (req, payload) = (req.clone(), payload.take());
-        Box::pin(async move {
-            let body = read_body(&req, payload).await?;
-            if body.iter().all(u8::is_ascii_whitespace) {
-                Ok(ApiJsonOrDefault(T::default()))
-            } else {
-                parse_json(&body).map(ApiJsonOrDefault)
-            }
-        })
+        json_body(req, payload, Some(T::default), ApiJsonOrDefault)
     }
+}
+
+type BodyFuture<B> = Pin<Box<dyn Future<Output = Result<B, ApiError>>>>;
+
+/// Reads the body of `req` and parses it as a `T` for `wrap`; a blank body is `blank()`
+/// when given, else 400.
+fn json_body<T: DeserializeOwned + 'static, B: 'static>(
+    req: &HttpRequest,
+    payload: &mut Payload,
+    blank: Option<fn() -> T>,
+    wrap: fn(T) -> B,
+) -> BodyFuture<B> {
+    let (req, payload) = (req.clone(), payload.take());
+    Box::pin(async move {
+        let body = read_body(&req, payload).await?;
+        match blank {
+            Some(blank) if body.iter().all(u8::is_ascii_whitespace) => Ok(wrap(blank())),
+            _ => parse_json(&body).map(wrap),
+        }
+    })
 }
 
 /// Reads the body up to the configured limit (413 beyond it); refuses a media type other

@@ -250,6 +250,15 @@ fn signature_ok(secret: &str, sig: &str, body: &str) -> bool {
 
 const SECRET: &str = "a-long-enough-webhook-secret";
 
+/// Subscribes `url` to `types` (signed with [`SECRET`]); the subscription's id.
+async fn subscribe_to(s: &Server, url: &str, types: &[&str]) -> String {
+    let sub = s
+        .subscribe(json!({"url": url, "secret": SECRET, "types": types}))
+        .await
+        .ok(201);
+    sub["id"].as_str().unwrap().to_owned()
+}
+
 /// Polls `cond` for up to `limit`; whether it came true.
 async fn comes_true(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + limit;
@@ -385,13 +394,7 @@ async fn dead_letters_do_not_block_and_are_redriven_when_the_receiver_is_back() 
     );
     let rx = Receiver::start(0);
     rx.down.store(true, std::sync::atomic::Ordering::SeqCst);
-    let sub = s
-        .subscribe(
-            json!({"url": rx.url, "secret": SECRET, "types": ["SkuRegistered", "StockAdjusted"]}),
-        )
-        .await
-        .ok(201);
-    let id = sub["id"].as_str().unwrap().to_owned();
+    let id = subscribe_to(&s, &rx.url, &["SkuRegistered", "StockAdjusted"]).await;
     for i in 0..3 {
         s.create_sku(&format!("DL-{i}"), 5).await.ok(201);
     }
@@ -518,11 +521,7 @@ async fn webhooks_deliver_over_https_to_a_receiver_trusted_through_the_ca_file()
     // A receiver whose certificate is not trusted fails, and the event is dead-lettered.
     let (_t2, dir2) = tempdir();
     let s2 = Server::start(&dir2, &["--webhook-max-attempts", "1"]);
-    let sub2 = s2
-        .subscribe(json!({"url": rx.url, "secret": SECRET, "types": ["SkuRegistered"]}))
-        .await
-        .ok(201);
-    let id2 = sub2["id"].as_str().unwrap().to_owned();
+    let id2 = subscribe_to(&s2, &rx.url, &["SkuRegistered"]).await;
     s2.create_sku("TLS-2", 1).await.ok(201);
     wait_until("a dead letter for the untrusted receiver", 60, || async {
         s2.dead_letters(&id2)
@@ -557,11 +556,7 @@ async fn a_delivery_in_flight_at_sigterm_is_finished_and_not_dead_lettered() {
     let mut s = Server::start(&dir, &flags);
     let rx = Receiver::start(0);
     rx.hold.store(true, std::sync::atomic::Ordering::SeqCst);
-    let sub = s
-        .subscribe(json!({"url": rx.url, "secret": SECRET, "types": ["SkuRegistered"]}))
-        .await
-        .ok(201);
-    let id = sub["id"].as_str().unwrap().to_owned();
+    let id = subscribe_to(&s, &rx.url, &["SkuRegistered"]).await;
     s.create_sku("DRAIN-1", 0).await.ok(201);
     wait_until("the delivery to reach the receiver", 60, || async {
         rx.got.lock().len() == 1
