@@ -158,7 +158,7 @@ fn recovery(dir: &std::path::Path, n_events: u64) -> Result<(), Box<dyn std::err
                 .await?;
         }
         let mut n = 0u64;
-        while engine.journal().durable_seq() < n_events {
+        while engine.durable_seq() < n_events {
             let futs = (0..512u64).map(|i| {
                 let e = engine.clone();
                 let k = n + i;
@@ -185,7 +185,7 @@ fn recovery(dir: &std::path::Path, n_events: u64) -> Result<(), Box<dyn std::err
         }
         engine.shutdown().await
     })?;
-    let events = engine.journal().durable_seq();
+    let events = engine.durable_seq();
     println!(
         "wrote {events} events in {:.1} s",
         t.elapsed().as_secs_f64()
@@ -200,7 +200,7 @@ fn restarts(rec: &std::path::Path, events: Option<u64>) -> Result<(), Box<dyn st
         Some(e) => e,
         None => {
             let e = open(rec, false)?;
-            let n = e.journal().durable_seq();
+            let n = e.durable_seq();
             futures::executor::block_on(e.shutdown())?;
             n
         }

@@ -177,7 +177,8 @@ fn follow_feed(
     after: u64,
     stream: Option<&str>,
 ) -> anyhow::Result<i32> {
-    use futures::StreamExt;
+    const FIRST_RETRY: std::time::Duration = std::time::Duration::from_millis(200);
+    const LAST_RETRY: std::time::Duration = std::time::Duration::from_secs(10);
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -186,71 +187,99 @@ fn follow_feed(
         let base = url.trim_end_matches('/');
         let mut last = after;
         let mut out = std::io::stdout().lock();
-        let mut backoff = std::time::Duration::from_millis(200);
+        let mut backoff = FIRST_RETRY;
         loop {
-            let mut req = client
-                .get(format!("{base}/v1/events/live"))
-                .header("Last-Event-ID", last.to_string());
-            if let Some(t) = token {
-                req = req.bearer_auth(t);
-            }
-            let resp = match req.send().await {
-                Ok(r) if r.status().is_success() => r,
-                Ok(r) if r.status().is_client_error() => {
-                    anyhow::bail!(
-                        "{base} answered {}: {}",
-                        r.status(),
-                        r.text().await.unwrap_or_default()
-                    );
-                }
-                Ok(r) => {
-                    tracing::warn!(status = %r.status(), "live feed unavailable; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot reach the live feed; retrying");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(std::time::Duration::from_secs(10));
-                    continue;
-                }
+            let Some(feed) = open_feed(&client, base, token, last).await? else {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(LAST_RETRY);
+                continue;
             };
-            backoff = std::time::Duration::from_millis(200);
-            let mut body = resp.bytes_stream();
-            // Bytes until a whole frame (`\n\n`) is in: a character split across two
-            // chunks is decoded whole, never mangled.
-            let mut buf: Vec<u8> = Vec::new();
-            while let Some(chunk) = body.next().await {
-                let Ok(chunk) = chunk else { break };
-                buf.extend_from_slice(&chunk);
-                for frame in take_frames(&mut buf) {
-                    let mut id = None;
-                    let mut data = None;
-                    for line in frame.lines() {
-                        if let Some(v) = line.strip_prefix("id: ") {
-                            id = v.parse::<u64>().ok();
-                        } else if let Some(v) = line.strip_prefix("data: ") {
-                            data = Some(v.to_owned());
-                        }
-                    }
-                    if let (Some(id), Some(data)) = (id, data) {
-                        last = id;
-                        let wanted = match stream {
-                            Some(s) => serde_json::from_str::<serde_json::Value>(&data)
-                                .is_ok_and(|v| v["stream"] == s),
-                            None => true,
-                        };
-                        if wanted {
-                            writeln!(out, "{data}")?;
-                            out.flush()?;
-                        }
-                    }
-                }
-            }
+            backoff = FIRST_RETRY;
+            print_feed(feed, stream, &mut last, &mut out).await?;
             // Cut off or disconnected: resume after the last event printed.
         }
     })
+}
+
+/// The live feed after seq `last`; `None` (logged) when it is worth trying again, an
+/// error when the server refuses the request itself (4xx).
+async fn open_feed(
+    client: &reqwest::Client,
+    base: &str,
+    token: Option<&str>,
+    last: u64,
+) -> anyhow::Result<Option<reqwest::Response>> {
+    let mut req = client
+        .get(format!("{base}/v1/events/live"))
+        .header("Last-Event-ID", last.to_string());
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    match req.send().await {
+        Ok(r) if r.status().is_success() => Ok(Some(r)),
+        Ok(r) if r.status().is_client_error() => {
+            anyhow::bail!(
+                "{base} answered {}: {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            );
+        }
+        Ok(r) => {
+            tracing::warn!(status = %r.status(), "live feed unavailable; retrying");
+            Ok(None)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot reach the live feed; retrying");
+            Ok(None)
+        }
+    }
+}
+
+/// Prints the events of an open feed (only those of `stream`, when given) as JSON lines
+/// until the feed ends; `last` follows the seq of every event seen.
+async fn print_feed(
+    feed: reqwest::Response,
+    stream: Option<&str>,
+    last: &mut u64,
+    out: &mut impl Write,
+) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    let mut body = feed.bytes_stream();
+    // Bytes until a whole frame (`\n\n`) is in: a character split across two chunks is
+    // decoded whole, never mangled.
+    let mut buf: Vec<u8> = Vec::new();
+    while let Some(Ok(chunk)) = body.next().await {
+        buf.extend_from_slice(&chunk);
+        for frame in take_frames(&mut buf) {
+            let Some((id, data)) = event_of_frame(&frame) else {
+                continue;
+            };
+            *last = id;
+            let wanted = stream.is_none_or(|s| {
+                serde_json::from_str::<serde_json::Value>(&data).is_ok_and(|v| v["stream"] == s)
+            });
+            if wanted {
+                writeln!(out, "{data}")?;
+                out.flush()?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The `id:` (seq) and `data:` of an SSE frame; `None` for a frame without both (a
+/// heartbeat, the cut-off notice).
+fn event_of_frame(frame: &str) -> Option<(u64, String)> {
+    let mut id = None;
+    let mut data = None;
+    for line in frame.lines() {
+        if let Some(v) = line.strip_prefix("id: ") {
+            id = v.parse::<u64>().ok();
+        } else if let Some(v) = line.strip_prefix("data: ") {
+            data = Some(v.to_owned());
+        }
+    }
+    Some((id?, data?))
 }
 
 /// Takes every whole SSE frame (ended by a blank line) off the front of `buf`, decoded as

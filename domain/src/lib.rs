@@ -113,6 +113,23 @@ pub fn validate_reason(r: &str) -> DomainResult<()> {
     }
 }
 
+/// An order id: a ULID, 26 characters of Crockford's base32 (either case; no I, L, O
+/// or U). Anything else cannot name an order.
+pub fn validate_order_id(id: &str) -> DomainResult<()> {
+    let base32 = |b: u8| {
+        b.is_ascii_digit()
+            || (b.is_ascii_alphabetic()
+                && !matches!(b.to_ascii_uppercase(), b'I' | b'L' | b'O' | b'U'))
+    };
+    if id.len() == 26 && id.bytes().all(base32) {
+        Ok(())
+    } else {
+        Err(DomainError::Invalid(format!(
+            "order id {id:?} is not a ULID"
+        )))
+    }
+}
+
 /// Limits of SPEC §1 on an order's lines.
 pub const MAX_LINES: usize = 100;
 pub const MAX_QTY: u32 = 10_000;
@@ -147,4 +164,32 @@ pub fn validate_lines(customer_id: &str, lines: &[LineRequest]) -> DomainResult<
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn order_ids_are_ulids_in_either_case_and_nothing_else() {
+        for ok in [
+            "01ARZ3NDEKTSV4RRFFQ69G5FAV",
+            "01arz3ndektsv4rrffq69g5fav",
+            "7ZZZZZZZZZZZZZZZZZZZZZZZZZ",
+        ] {
+            assert_eq!(validate_order_id(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "",
+            "not-an-id",
+            "01ARZ3NDEKTSV4RRFFQ69G5FA",
+            "01ARZ3NDEKTSV4RRFFQ69G5FAVX",
+            "01ARZ3NDEKTSV4RRFFQ69G5FAI",
+            "01ARZ3NDEKTSV4RRFFQ69G5FAU",
+            "01ARZ3NDEKTSV4RRFFQ69G5FA-",
+            "01ARZ3NDEKTSV4RRFFQ69G5FAÄ",
+        ] {
+            assert!(validate_order_id(bad).is_err(), "{bad}");
+        }
+    }
 }

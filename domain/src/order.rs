@@ -262,14 +262,7 @@ pub fn decide(o: &Order, cmd: &OrderCommand) -> DomainResult<Vec<OrderEvent>> {
             if o.is_created() {
                 return Err(transition(o, "be placed again"));
             }
-            let mut total: i64 = 0;
-            for l in lines {
-                let line_total = l.unit_price_minor.checked_mul(i64::from(l.qty));
-                total = match line_total.and_then(|t| total.checked_add(t)) {
-                    Some(t) => t,
-                    None => return Err(DomainError::Invalid("order total overflows".into())),
-                };
-            }
+            let total = order_total(lines)?;
             let created = OrderEvent::OrderCreated(OrderCreated {
                 order_id: order_id.clone(),
                 customer_id: customer_id.clone(),
@@ -294,49 +287,7 @@ pub fn decide(o: &Order, cmd: &OrderCommand) -> DomainResult<Vec<OrderEvent>> {
             outcome,
             amount_minor,
             now_ms,
-        } => {
-            super::validate_payment_ref(payment_ref)?;
-            if !o.is_created() {
-                return Err(transition(o, "be paid"));
-            }
-            // SPEC §1: the same ref with the same outcome and amount is a replay (nothing
-            // recorded); anything else is a new attempt and follows the rules below, so a
-            // success reusing a failed payment's ref cannot slip through as a "replay".
-            let replay = o.payments.iter().any(|p| {
-                p.payment_ref == *payment_ref
-                    && p.outcome == *outcome
-                    && p.amount_minor == *amount_minor
-            });
-            if replay {
-                return Ok(vec![]);
-            }
-            let payable = o.status == Some(Status::Pending) && *now_ms < o.expires_at_ms;
-            if !payable {
-                return Err(DomainError::OrderNotPayable { status: o.status() });
-            }
-            if *amount_minor != o.total_minor {
-                return Err(DomainError::AmountMismatch {
-                    expected: o.total_minor,
-                    got: *amount_minor,
-                });
-            }
-            Ok(match outcome {
-                PaymentOutcome::Succeeded => vec![OrderEvent::PaymentSucceeded(PaymentSucceeded {
-                    payment_ref: payment_ref.clone(),
-                    amount_minor: *amount_minor,
-                })],
-                PaymentOutcome::Failed => vec![
-                    OrderEvent::PaymentFailed(PaymentFailed {
-                        payment_ref: payment_ref.clone(),
-                        amount_minor: *amount_minor,
-                    }),
-                    OrderEvent::OrderCancelled(OrderCancelled {
-                        reason: "payment_failed".into(),
-                        from: Status::Pending,
-                    }),
-                ],
-            })
-        }
+        } => pay(o, payment_ref, *outcome, *amount_minor, *now_ms),
         Confirm => match o.status {
             Some(Status::Paid) => Ok(vec![OrderEvent::OrderConfirmed(OrderConfirmed {})]),
             Some(Status::Confirmed) => Ok(vec![]),
@@ -368,44 +319,116 @@ pub fn decide(o: &Order, cmd: &OrderCommand) -> DomainResult<Vec<OrderEvent>> {
             payment_ref,
             amount_minor,
             reason,
-        } => {
-            if !o.is_created() {
-                return Err(transition(o, "record a refund"));
-            }
-            // The same refund again (a replayed late payment, a redriven cancellation)
-            // records nothing; another attempt under the same ref is refunded too.
-            let done = o.refunds.iter().any(|r| {
-                r.payment_ref == *payment_ref
-                    && r.amount_minor == *amount_minor
-                    && r.reason == *reason
-            });
-            if done
-                || (reason == REFUND_CANCELLED
-                    && o.refunds.iter().any(|r| r.reason == REFUND_CANCELLED))
-            {
-                return Ok(vec![]);
-            }
-            Ok(vec![OrderEvent::RefundRequested(RefundRequested {
-                payment_ref: payment_ref.clone(),
-                amount_minor: *amount_minor,
-                reason: reason.clone(),
-            })])
+        } => request_refund(o, payment_ref, *amount_minor, reason),
+        Ship(step) => ship(o, *step),
+    }
+}
+
+/// The sum of the lines' prices; an error if it overflows.
+fn order_total(lines: &[OrderLine]) -> DomainResult<i64> {
+    let mut total: i64 = 0;
+    for l in lines {
+        let line_total = l.unit_price_minor.checked_mul(i64::from(l.qty));
+        total = match line_total.and_then(|t| total.checked_add(t)) {
+            Some(t) => t,
+            None => return Err(DomainError::Invalid("order total overflows".into())),
+        };
+    }
+    Ok(total)
+}
+
+/// [`OrderCommand::Pay`].
+fn pay(
+    o: &Order,
+    payment_ref: &str,
+    outcome: PaymentOutcome,
+    amount_minor: i64,
+    now_ms: u64,
+) -> DomainResult<Vec<OrderEvent>> {
+    super::validate_payment_ref(payment_ref)?;
+    if !o.is_created() {
+        return Err(transition(o, "be paid"));
+    }
+    // SPEC §1: the same ref with the same outcome and amount is a replay (nothing
+    // recorded); anything else is a new attempt and follows the rules below, so a
+    // success reusing a failed payment's ref cannot slip through as a "replay".
+    let replay = o.payments.iter().any(|p| {
+        p.payment_ref == payment_ref && p.outcome == outcome && p.amount_minor == amount_minor
+    });
+    if replay {
+        return Ok(vec![]);
+    }
+    let payable = o.status == Some(Status::Pending) && now_ms < o.expires_at_ms;
+    if !payable {
+        return Err(DomainError::OrderNotPayable { status: o.status() });
+    }
+    if amount_minor != o.total_minor {
+        return Err(DomainError::AmountMismatch {
+            expected: o.total_minor,
+            got: amount_minor,
+        });
+    }
+    Ok(match outcome {
+        PaymentOutcome::Succeeded => vec![OrderEvent::PaymentSucceeded(PaymentSucceeded {
+            payment_ref: payment_ref.to_owned(),
+            amount_minor,
+        })],
+        PaymentOutcome::Failed => vec![
+            OrderEvent::PaymentFailed(PaymentFailed {
+                payment_ref: payment_ref.to_owned(),
+                amount_minor,
+            }),
+            OrderEvent::OrderCancelled(OrderCancelled {
+                reason: "payment_failed".into(),
+                from: Status::Pending,
+            }),
+        ],
+    })
+}
+
+/// [`OrderCommand::RequestRefund`].
+fn request_refund(
+    o: &Order,
+    payment_ref: &str,
+    amount_minor: i64,
+    reason: &str,
+) -> DomainResult<Vec<OrderEvent>> {
+    if !o.is_created() {
+        return Err(transition(o, "record a refund"));
+    }
+    // The same refund again (a replayed late payment, a redriven cancellation)
+    // records nothing; another attempt under the same ref is refunded too.
+    let done = o.refunds.iter().any(|r| {
+        r.payment_ref == payment_ref && r.amount_minor == amount_minor && r.reason == reason
+    });
+    if done
+        || (reason == REFUND_CANCELLED && o.refunds.iter().any(|r| r.reason == REFUND_CANCELLED))
+    {
+        return Ok(vec![]);
+    }
+    Ok(vec![OrderEvent::RefundRequested(RefundRequested {
+        payment_ref: payment_ref.to_owned(),
+        amount_minor,
+        reason: reason.to_owned(),
+    })])
+}
+
+/// [`OrderCommand::Ship`]: each step only from the one before it.
+fn ship(o: &Order, step: ShipmentStep) -> DomainResult<Vec<OrderEvent>> {
+    match (step, o.status) {
+        (ShipmentStep::Prepared, Some(Status::Confirmed)) => {
+            Ok(vec![OrderEvent::ShipmentPrepared(ShipmentPrepared {})])
         }
-        Ship(step) => match (step, o.status) {
-            (ShipmentStep::Prepared, Some(Status::Confirmed)) => {
-                Ok(vec![OrderEvent::ShipmentPrepared(ShipmentPrepared {})])
-            }
-            (ShipmentStep::Processed, Some(Status::ShipmentPrepared)) => {
-                Ok(vec![OrderEvent::ShipmentProcessed(ShipmentProcessed {})])
-            }
-            (ShipmentStep::Fulfilled, Some(Status::ShipmentProcessed)) => {
-                Ok(vec![OrderEvent::OrderFulfilled(OrderFulfilled {})])
-            }
-            (step, _) => Err(transition(
-                o,
-                &format!("record shipment step {step:?}").to_lowercase(),
-            )),
-        },
+        (ShipmentStep::Processed, Some(Status::ShipmentPrepared)) => {
+            Ok(vec![OrderEvent::ShipmentProcessed(ShipmentProcessed {})])
+        }
+        (ShipmentStep::Fulfilled, Some(Status::ShipmentProcessed)) => {
+            Ok(vec![OrderEvent::OrderFulfilled(OrderFulfilled {})])
+        }
+        (step, _) => Err(transition(
+            o,
+            &format!("record shipment step {step:?}").to_lowercase(),
+        )),
     }
 }
 

@@ -169,100 +169,21 @@ pub fn decide(s: &Sku, cmd: &SkuCommand) -> DomainResult<Vec<SkuEvent>> {
             currency,
             per_customer_limit,
             initial_stock,
-        } => {
-            validate_sku(sku)?;
-            validate_catalogue(name, *price_minor, currency, *per_customer_limit)?;
-            if !s.registered {
-                if !(0..=MAX_STOCK).contains(initial_stock) {
-                    return Err(DomainError::Invalid(format!("stock must be 0-{MAX_STOCK}")));
-                }
-                let mut ev = vec![SkuEvent::SkuRegistered(SkuRegistered {
-                    sku: sku.clone(),
-                    name: name.clone(),
-                    price_minor: *price_minor,
-                    currency: currency.clone(),
-                    per_customer_limit: *per_customer_limit,
-                })];
-                if *initial_stock > 0 {
-                    ev.push(SkuEvent::StockAdjusted(StockAdjusted {
-                        delta: *initial_stock,
-                        reason: "initial stock".into(),
-                    }));
-                }
-                Ok(ev)
-            } else if s.name == *name
-                && s.price_minor == *price_minor
-                && s.currency == *currency
-                && s.per_customer_limit == *per_customer_limit
-            {
-                Ok(vec![])
-            } else {
-                Ok(vec![SkuEvent::SkuUpdated(SkuUpdated {
-                    name: name.clone(),
-                    price_minor: *price_minor,
-                    currency: currency.clone(),
-                    per_customer_limit: *per_customer_limit,
-                })])
-            }
-        }
-        AdjustStock { delta, reason } => {
-            s.require_registered(&s.sku)?;
-            if *delta == 0 || delta.unsigned_abs() > MAX_STOCK as u64 {
-                return Err(DomainError::Invalid(format!(
-                    "delta must be non-zero and within ±{MAX_STOCK}"
-                )));
-            }
-            super::validate_reason(reason)?;
-            if *delta < 0 && s.available + delta < 0 {
-                return Err(DomainError::InsufficientStock {
-                    sku: s.sku.clone(),
-                    available: s.available,
-                    requested: -delta,
-                });
-            }
-            if *delta > 0 && s.received + delta > MAX_STOCK {
-                return Err(DomainError::Invalid(format!(
-                    "stock received may not exceed {MAX_STOCK}"
-                )));
-            }
-            Ok(vec![SkuEvent::StockAdjusted(StockAdjusted {
-                delta: *delta,
-                reason: reason.clone(),
-            })])
-        }
+        } => upsert(
+            s,
+            sku,
+            name,
+            *price_minor,
+            currency,
+            *per_customer_limit,
+            *initial_stock,
+        ),
+        AdjustStock { delta, reason } => adjust_stock(s, *delta, reason),
         Reserve {
             order_id,
             customer_id,
             qty,
-        } => {
-            s.require_registered(&s.sku)?;
-            if s.holds.contains_key(order_id) {
-                return Ok(vec![]); // already reserved for this order
-            }
-            if i64::from(*qty) > s.available {
-                return Err(DomainError::OutOfStock {
-                    sku: s.sku.clone(),
-                    requested: u64::from(*qty),
-                    available: s.available,
-                });
-            }
-            if let Some(limit) = s.per_customer_limit {
-                let held = s.customer_units.get(customer_id).copied().unwrap_or(0);
-                if held + u64::from(*qty) > u64::from(limit) {
-                    return Err(DomainError::LimitExceeded {
-                        sku: s.sku.clone(),
-                        limit,
-                        held,
-                        requested: u64::from(*qty),
-                    });
-                }
-            }
-            Ok(vec![SkuEvent::StockReserved(StockReserved {
-                order_id: order_id.clone(),
-                customer_id: customer_id.clone(),
-                qty: *qty,
-            })])
-        }
+        } => reserve(s, order_id, customer_id, *qty),
         Release { order_id, reason } => Ok(match s.holds.get(order_id) {
             Some(h) => vec![SkuEvent::StockReleased(StockReleased {
                 order_id: order_id.clone(),
@@ -299,6 +220,112 @@ pub fn decide(s: &Sku, cmd: &SkuCommand) -> DomainResult<Vec<SkuEvent>> {
             })])
         }
     }
+}
+
+/// [`SkuCommand::Upsert`]: registers a new SKU (with its initial stock) or updates its
+/// catalogue data; the same data again records nothing.
+fn upsert(
+    s: &Sku,
+    sku: &str,
+    name: &str,
+    price_minor: i64,
+    currency: &str,
+    per_customer_limit: Option<u32>,
+    initial_stock: i64,
+) -> DomainResult<Vec<SkuEvent>> {
+    validate_sku(sku)?;
+    validate_catalogue(name, price_minor, currency, per_customer_limit)?;
+    if !s.registered {
+        if !(0..=MAX_STOCK).contains(&initial_stock) {
+            return Err(DomainError::Invalid(format!("stock must be 0-{MAX_STOCK}")));
+        }
+        let mut ev = vec![SkuEvent::SkuRegistered(SkuRegistered {
+            sku: sku.to_owned(),
+            name: name.to_owned(),
+            price_minor,
+            currency: currency.to_owned(),
+            per_customer_limit,
+        })];
+        if initial_stock > 0 {
+            ev.push(SkuEvent::StockAdjusted(StockAdjusted {
+                delta: initial_stock,
+                reason: "initial stock".into(),
+            }));
+        }
+        Ok(ev)
+    } else if s.name == name
+        && s.price_minor == price_minor
+        && s.currency == currency
+        && s.per_customer_limit == per_customer_limit
+    {
+        Ok(vec![])
+    } else {
+        Ok(vec![SkuEvent::SkuUpdated(SkuUpdated {
+            name: name.to_owned(),
+            price_minor,
+            currency: currency.to_owned(),
+            per_customer_limit,
+        })])
+    }
+}
+
+/// [`SkuCommand::AdjustStock`].
+fn adjust_stock(s: &Sku, delta: i64, reason: &str) -> DomainResult<Vec<SkuEvent>> {
+    s.require_registered(&s.sku)?;
+    if delta == 0 || delta.unsigned_abs() > MAX_STOCK as u64 {
+        return Err(DomainError::Invalid(format!(
+            "delta must be non-zero and within ±{MAX_STOCK}"
+        )));
+    }
+    super::validate_reason(reason)?;
+    if delta < 0 && s.available + delta < 0 {
+        return Err(DomainError::InsufficientStock {
+            sku: s.sku.clone(),
+            available: s.available,
+            requested: -delta,
+        });
+    }
+    if delta > 0 && s.received + delta > MAX_STOCK {
+        return Err(DomainError::Invalid(format!(
+            "stock received may not exceed {MAX_STOCK}"
+        )));
+    }
+    Ok(vec![SkuEvent::StockAdjusted(StockAdjusted {
+        delta,
+        reason: reason.to_owned(),
+    })])
+}
+
+/// [`SkuCommand::Reserve`]: at most once per order, within the stock and the
+/// per-customer limit.
+fn reserve(s: &Sku, order_id: &str, customer_id: &str, qty: u32) -> DomainResult<Vec<SkuEvent>> {
+    s.require_registered(&s.sku)?;
+    if s.holds.contains_key(order_id) {
+        return Ok(vec![]); // already reserved for this order
+    }
+    if i64::from(qty) > s.available {
+        return Err(DomainError::OutOfStock {
+            sku: s.sku.clone(),
+            requested: u64::from(qty),
+            available: s.available,
+        });
+    }
+    if let Some(limit) = s.per_customer_limit {
+        let held = s.customer_units.get(customer_id).copied().unwrap_or(0);
+        if held + u64::from(qty) > u64::from(limit) {
+            return Err(DomainError::LimitExceeded {
+                sku: s.sku.clone(),
+                limit,
+                held,
+                requested: u64::from(qty),
+            });
+        }
+    }
+    Ok(vec![SkuEvent::StockReserved(StockReserved {
+        order_id: order_id.to_owned(),
+        customer_id: customer_id.to_owned(),
+        qty,
+    })])
 }
 
 fn add_customer_units(map: &mut imbl::HashMap<String, u64>, customer: &str, qty: u32) {

@@ -3,6 +3,8 @@
 
 use std::collections::HashMap;
 use std::future::{ready, Ready};
+use std::marker::PhantomData;
+use std::ops::Deref;
 use std::sync::Arc;
 
 use actix_web::dev::Payload;
@@ -75,7 +77,7 @@ impl Tokens {
 }
 
 /// An authenticated (or, without tokens, anonymous) caller that has passed the rate
-/// limiter.
+/// limiter. Handlers get it through a room's guard, [`Allowed`].
 #[derive(Debug, Clone)]
 pub struct Caller {
     /// `None` when authentication is off: everything is allowed.
@@ -86,14 +88,8 @@ pub struct Caller {
 }
 
 impl Caller {
-    /// Allows `admin` and the roles listed.
-    /// Admin only.
-    pub fn require_admin(&self) -> Result<(), ApiError> {
-        self.require(&[])
-    }
-
     /// Admin, or one of `roles`.
-    pub fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
+    fn require(&self, roles: &[Role]) -> Result<(), ApiError> {
         match self.role {
             None | Some(Role::Admin) => Ok(()),
             Some(r) if roles.contains(&r) => Ok(()),
@@ -111,7 +107,8 @@ impl Caller {
         }
     }
 
-    fn from_request(req: &HttpRequest) -> Result<Caller, ApiError> {
+    /// The caller of `req`: 401 without a known token, 429 when rate limited.
+    fn authenticate(req: &HttpRequest) -> Result<Caller, ApiError> {
         let state = req
             .app_data::<web::Data<AppState>>()
             .ok_or_else(|| ApiError::new(ProblemType::Internal, "application state missing"))?;
@@ -174,12 +171,69 @@ impl Caller {
     }
 }
 
-impl FromRequest for Caller {
+// ---------------------------------------------------------------------------------------
+// Rooms: who may call a route.
+
+/// The roles let into a route besides `admin`, who may do everything.
+pub trait Room {
+    const ROLES: &'static [Role];
+}
+
+/// `admin` only.
+#[derive(Debug)]
+pub enum Admin {}
+/// `admin` or `client`.
+#[derive(Debug)]
+pub enum Client {}
+/// `admin` or `payment`.
+#[derive(Debug)]
+pub enum Payment {}
+/// Every role.
+#[derive(Debug)]
+pub enum AnyRole {}
+
+impl Room for Admin {
+    const ROLES: &'static [Role] = &[];
+}
+impl Room for Client {
+    const ROLES: &'static [Role] = &[Role::Client];
+}
+impl Room for Payment {
+    const ROLES: &'static [Role] = &[Role::Payment];
+}
+impl Room for AnyRole {
+    const ROLES: &'static [Role] = &[Role::Client, Role::Payment];
+}
+
+/// A [`Caller`] let into room `R`. Extracting it answers 401 (no or an unknown token)
+/// and 429 (rate limited), then 403 when the caller's role is not in `R`. A handler lists
+/// it first, so a caller with the wrong role gets 403 before its path or body is read.
+#[derive(Debug)]
+pub struct Allowed<R: Room> {
+    caller: Caller,
+    room: PhantomData<R>,
+}
+
+impl<R: Room> Deref for Allowed<R> {
+    type Target = Caller;
+
+    fn deref(&self) -> &Caller {
+        &self.caller
+    }
+}
+
+impl<R: Room> FromRequest for Allowed<R> {
     type Error = ApiError;
-    type Future = Ready<Result<Caller, ApiError>>;
+    type Future = Ready<Result<Allowed<R>, ApiError>>;
 
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        ready(Caller::from_request(req))
+        ready(Caller::authenticate(req).and_then(|caller| {
+            caller.require(R::ROLES)?;
+            Ok(Allowed {
+                caller,
+                room: PhantomData,
+            })
+        }))
     }
 }
 

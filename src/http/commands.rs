@@ -180,7 +180,7 @@ pub async fn execute_then(
 pub(crate) async fn mutate<B: Serialize>(
     state: web::Data<AppState>,
     req: &HttpRequest,
-    caller: Caller,
+    caller: &Caller,
     body: &B,
     op: Op,
 ) -> Result<HttpResponse, ApiError> {

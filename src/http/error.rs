@@ -182,10 +182,13 @@ impl From<crate::webhooks::WebhookError> for ApiError {
         match e {
             W::Invalid(detail) => ApiError::invalid(detail),
             W::NotFound { id } => ApiError::not_found(format!("subscription {id} not found")),
-            W::Store(_) => ApiError::new(
-                ProblemType::Internal,
-                "the subscription store failed; see the server log",
-            ),
+            W::Store(detail) => {
+                tracing::error!(error = %detail, "webhook store");
+                ApiError::new(
+                    ProblemType::Internal,
+                    "the subscription store failed; see the server log",
+                )
+            }
             W::Metrics(_) => {
                 ApiError::new(ProblemType::Internal, "the subscription's metrics failed")
             }

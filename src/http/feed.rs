@@ -21,8 +21,9 @@ use bytes::Bytes;
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::caller::Caller;
+use super::caller::{Admin, Allowed};
 use super::error::{ApiError, Problem, ProblemType};
+use super::input::ApiJson;
 use super::AppState;
 use crate::webhooks::{CreateSubscription, DeadLetter, SubscriptionView, Webhooks};
 
@@ -47,12 +48,11 @@ pub struct LiveQuery {
     ),
     security(("bearer" = [])))]
 pub async fn live_events(
+    _: Allowed<Admin>,
     state: web::Data<AppState>,
-    caller: Caller,
     req: HttpRequest,
     q: web::Query<LiveQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require_admin()?;
     let engine = state.engine()?;
     let start = match req.headers().get("Last-Event-ID") {
         Some(v) => v
@@ -188,13 +188,10 @@ fn hooks(state: &AppState) -> Result<Arc<Webhooks>, ApiError> {
     ),
     security(("bearer" = [])))]
 pub async fn create_subscription(
+    _: Allowed<Admin>,
     state: web::Data<AppState>,
-    caller: Caller,
-    req: HttpRequest,
-    payload: web::Payload,
+    ApiJson(body): ApiJson<CreateSubscription>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require_admin()?;
-    let body: CreateSubscription = super::input::json_body(&state, &req, payload).await?;
     let view = hooks(&state)?.create(body)?;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/v1/subscriptions/{}", view.id)))
@@ -206,10 +203,9 @@ pub async fn create_subscription(
     responses((status = 200, description = "Subscriptions", body = Vec<SubscriptionView>)),
     security(("bearer" = [])))]
 pub async fn list_subscriptions(
+    _: Allowed<Admin>,
     state: web::Data<AppState>,
-    caller: Caller,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require_admin()?;
     Ok(HttpResponse::Ok().json(hooks(&state)?.list()))
 }
 
@@ -222,11 +218,10 @@ pub async fn list_subscriptions(
     ),
     security(("bearer" = [])))]
 pub async fn get_subscription(
+    _: Allowed<Admin>,
     state: web::Data<AppState>,
-    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require_admin()?;
     Ok(HttpResponse::Ok().json(hooks(&state)?.get(&path)?))
 }
 
@@ -239,11 +234,10 @@ pub async fn get_subscription(
     ),
     security(("bearer" = [])))]
 pub async fn delete_subscription(
+    _: Allowed<Admin>,
     state: web::Data<AppState>,
-    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require_admin()?;
     hooks(&state)?.delete(&path)?;
     Ok(HttpResponse::build(StatusCode::NO_CONTENT).finish())
 }
@@ -257,11 +251,10 @@ pub async fn delete_subscription(
     ),
     security(("bearer" = [])))]
 pub async fn dead_letters(
+    _: Allowed<Admin>,
     state: web::Data<AppState>,
-    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require_admin()?;
     Ok(HttpResponse::Ok().json(hooks(&state)?.dead_letters(&path)?))
 }
 
@@ -280,11 +273,10 @@ pub struct Redriven {
     ),
     security(("bearer" = [])))]
 pub async fn redrive(
+    _: Allowed<Admin>,
     state: web::Data<AppState>,
-    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require_admin()?;
     let queued = hooks(&state)?.redrive(&path)?;
     Ok(HttpResponse::Ok().json(Redriven { queued }))
 }

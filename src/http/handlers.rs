@@ -4,11 +4,10 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use ordo_engine::domain::LineRequest;
 use ordo_engine::{Engine, EngineError, PlaceOrder, UpsertSku};
 
-use super::caller::Caller;
+use super::caller::{Admin, Allowed, AnyRole, Client, Payment};
 use super::dto::{OrderView, SkuView};
 use super::error::{ApiError, Problem, ProblemType};
 use super::AppState;
-use crate::config::Role;
 
 use super::bodies::*;
 use super::commands::{mutate, Op};
@@ -31,15 +30,13 @@ const PROBLEM: &str = "application/problem+json";
     ),
     security(("bearer" = [])))]
 pub async fn put_sku(
+    caller: Allowed<Admin>,
     state: web::Data<AppState>,
-    caller: Caller,
     req: HttpRequest,
     path: web::Path<String>,
-    payload: web::Payload,
+    ApiJson(body): ApiJson<PutSkuBody>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require_admin()?;
     let sku = path.into_inner();
-    let body: PutSkuBody = json_body(&state, &req, payload).await?;
     let op = Op::Upsert(UpsertSku {
         sku,
         name: body.name.clone(),
@@ -48,7 +45,7 @@ pub async fn put_sku(
         per_customer_limit: body.per_customer_limit,
         stock: body.stock.unwrap_or(0),
     });
-    mutate(state, &req, caller, &body, op).await
+    mutate(state, &req, &caller, &body, op).await
 }
 
 /// A SKU with its counters.
@@ -60,11 +57,10 @@ pub async fn put_sku(
     ),
     security(("bearer" = [])))]
 pub async fn get_sku(
+    _: Allowed<AnyRole>,
     state: web::Data<AppState>,
-    caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[Role::Client, Role::Payment])?;
     let view = state.engine()?.get_sku(&path).await?;
     Ok(HttpResponse::Ok().json(SkuView::from(&view)))
 }
@@ -74,11 +70,10 @@ pub async fn get_sku(
     responses((status = 200, description = "A page of SKUs", body = SkuPage)),
     security(("bearer" = [])))]
 pub async fn list_skus(
+    _: Allowed<AnyRole>,
     state: web::Data<AppState>,
-    caller: Caller,
     q: web::Query<SkuPageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[Role::Client, Role::Payment])?;
     let limit = page_limit(q.limit)?;
     let skus = state
         .engine()?
@@ -116,20 +111,18 @@ fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     ),
     security(("bearer" = [])))]
 pub async fn adjust_stock(
+    caller: Allowed<Admin>,
     state: web::Data<AppState>,
-    caller: Caller,
     req: HttpRequest,
     path: web::Path<String>,
-    payload: web::Payload,
+    ApiJson(body): ApiJson<StockAdjustmentBody>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require_admin()?;
-    let body: StockAdjustmentBody = json_body(&state, &req, payload).await?;
     let op = Op::Adjust {
         sku: path.into_inner(),
         delta: body.delta,
         reason: body.reason.clone(),
     };
-    mutate(state, &req, caller, &body, op).await
+    mutate(state, &req, &caller, &body, op).await
 }
 
 /// Place an order: every line is reserved, or none.
@@ -144,13 +137,11 @@ pub async fn adjust_stock(
     ),
     security(("bearer" = [])))]
 pub async fn create_order(
+    caller: Allowed<Client>,
     state: web::Data<AppState>,
-    caller: Caller,
     req: HttpRequest,
-    payload: web::Payload,
+    ApiJson(body): ApiJson<CreateOrderBody>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[Role::Client])?;
-    let body: CreateOrderBody = json_body(&state, &req, payload).await?;
     let place = PlaceOrder {
         customer_id: body.customer_id.clone(),
         lines: body
@@ -162,7 +153,7 @@ pub async fn create_order(
             })
             .collect(),
     };
-    mutate(state, &req, caller, &body, Op::Place(place)).await
+    mutate(state, &req, &caller, &body, Op::Place(place)).await
 }
 
 /// An order with its history.
@@ -174,13 +165,11 @@ pub async fn create_order(
     ),
     security(("bearer" = [])))]
 pub async fn get_order(
+    _: Allowed<AnyRole>,
+    OrderId(id): OrderId,
     state: web::Data<AppState>,
-    caller: Caller,
-    path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[Role::Client, Role::Payment])?;
-    check_order_id(&path)?;
-    let view = state.engine()?.get_order(&path).await?;
+    let view = state.engine()?.get_order(&id).await?;
     Ok(HttpResponse::Ok().json(OrderView::from(&view)))
 }
 
@@ -196,22 +185,19 @@ pub async fn get_order(
     ),
     security(("bearer" = [])))]
 pub async fn pay(
+    caller: Allowed<Payment>,
+    OrderId(order_id): OrderId,
+    ApiJson(body): ApiJson<PaymentBody>,
     state: web::Data<AppState>,
-    caller: Caller,
     req: HttpRequest,
-    path: web::Path<String>,
-    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[Role::Payment])?;
-    check_order_id(&path)?;
-    let body: PaymentBody = json_body(&state, &req, payload).await?;
     let op = Op::Pay {
-        order_id: path.into_inner(),
+        order_id,
         payment_ref: body.payment_ref.clone(),
         outcome: body.outcome.into(),
         amount_minor: body.amount_minor,
     };
-    mutate(state, &req, caller, &body, op).await
+    mutate(state, &req, &caller, &body, op).await
 }
 
 /// Cancel a PENDING (stock released) or CONFIRMED (stock restored, refund requested) order.
@@ -225,27 +211,16 @@ pub async fn pay(
     ),
     security(("bearer" = [])))]
 pub async fn cancel(
+    caller: Allowed<Client>,
+    OrderId(order_id): OrderId,
+    ApiJsonOrDefault(body): ApiJsonOrDefault<CancelBody>,
     state: web::Data<AppState>,
-    caller: Caller,
     req: HttpRequest,
-    path: web::Path<String>,
-    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(&[Role::Client])?;
-    check_order_id(&path)?;
-    let raw = read_body(&req, payload, state.settings.max_body_bytes).await?;
-    let body: CancelBody = if raw.iter().all(u8::is_ascii_whitespace) {
-        CancelBody::default()
-    } else {
-        parse_json(&raw)?
-    };
     // No reason given: the customer's. Its rules are the domain's (`validate_reason`).
     let reason = body.reason.clone().unwrap_or_else(|| "customer".into());
-    let op = Op::Cancel {
-        order_id: path.into_inner(),
-        reason,
-    };
-    mutate(state, &req, caller, &body, op).await
+    let op = Op::Cancel { order_id, reason };
+    mutate(state, &req, &caller, &body, op).await
 }
 
 /// Record a shipment step: prepared → processed → fulfilled.
@@ -259,20 +234,17 @@ pub async fn cancel(
     ),
     security(("bearer" = [])))]
 pub async fn ship(
+    caller: Allowed<Admin>,
+    OrderId(order_id): OrderId,
+    ApiJson(body): ApiJson<ShipmentBody>,
     state: web::Data<AppState>,
-    caller: Caller,
     req: HttpRequest,
-    path: web::Path<String>,
-    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require_admin()?;
-    check_order_id(&path)?;
-    let body: ShipmentBody = json_body(&state, &req, payload).await?;
     let op = Op::Ship {
-        order_id: path.into_inner(),
+        order_id,
         step: body.step.into(),
     };
-    mutate(state, &req, caller, &body, op).await
+    mutate(state, &req, &caller, &body, op).await
 }
 
 /// Stored events in seq order.
@@ -283,11 +255,10 @@ pub async fn ship(
     ),
     security(("bearer" = [])))]
 pub async fn list_events(
+    _: Allowed<Admin>,
     state: web::Data<AppState>,
-    caller: Caller,
     q: web::Query<EventPageQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require_admin()?;
     let limit = page_limit(q.limit)?;
     let after = q.after.unwrap_or(0);
     if let Some(s) = &q.stream {

@@ -1,23 +1,84 @@
-//! Reading request input: bodies (size limit, media type, JSON with problem answers)
-//! and path ids.
+//! Reading request input, as extractors a handler names in its arguments: JSON bodies
+//! ([`ApiJson`], [`ApiJsonOrDefault`]: size limit, media type, JSON with problem answers)
+//! and path ids ([`OrderId`]).
+//!
+//! actix-web extracts a handler's arguments in order and answers the first error, so a
+//! handler lists its caller's role guard (`caller::Allowed`) first: a caller with the
+//! wrong role gets 403 before anything it sent is looked at.
 
+use std::future::{ready, Future, Ready};
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
 use actix_web::http::StatusCode;
-use actix_web::{web, HttpRequest};
+use actix_web::{web, FromRequest, HttpRequest};
 use futures::StreamExt;
+use ordo_engine::domain::validate_order_id;
 use serde::de::DeserializeOwned;
 
 use super::error::{ApiError, ProblemType};
 use super::AppState;
 
 // ---------------------------------------------------------------------------------------
-// Body handling.
+// Bodies.
 
-/// Reads the body up to the configured limit (413 beyond it).
-pub(crate) async fn read_body(
+/// A JSON body of type `T`: 413 over the configured size, 415 for another media type,
+/// 400 when it is not JSON (or empty), 422 when it is JSON of the wrong shape.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+/// [`ApiJson`] for a body that may be left out: an empty (or blank) body is
+/// `T::default()`.
+#[derive(Debug)]
+pub struct ApiJsonOrDefault<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for ApiJson<T> {
+    type Error = ApiError;
+    type Future = BodyFuture<Self>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        json_body(req, payload, None, ApiJson)
+    }
+}
+
+impl<T: DeserializeOwned + Default + 'static> FromRequest for ApiJsonOrDefault<T> {
+    type Error = ApiError;
+    type Future = BodyFuture<Self>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        json_body(req, payload, Some(T::default), ApiJsonOrDefault)
+    }
+}
+
+type BodyFuture<B> = Pin<Box<dyn Future<Output = Result<B, ApiError>>>>;
+
+/// Reads the body of `req` and parses it as a `T` for `wrap`; a blank body is `blank()`
+/// when given, else 400.
+fn json_body<T: DeserializeOwned + 'static, B: 'static>(
     req: &HttpRequest,
-    mut payload: web::Payload,
-    limit: usize,
-) -> Result<web::BytesMut, ApiError> {
+    payload: &mut Payload,
+    blank: Option<fn() -> T>,
+    wrap: fn(T) -> B,
+) -> BodyFuture<B> {
+    let (req, payload) = (req.clone(), payload.take());
+    Box::pin(async move {
+        let body = read_body(&req, payload).await?;
+        match blank {
+            Some(blank) if body.iter().all(u8::is_ascii_whitespace) => Ok(wrap(blank())),
+            _ => parse_json(&body).map(wrap),
+        }
+    })
+}
+
+/// Reads the body up to the configured limit (413 beyond it); refuses a media type other
+/// than JSON (415).
+async fn read_body(req: &HttpRequest, mut payload: Payload) -> Result<web::BytesMut, ApiError> {
+    let limit = req
+        .app_data::<web::Data<AppState>>()
+        .ok_or_else(|| ApiError::new(ProblemType::Internal, "application state missing"))?
+        .settings
+        .max_body_bytes;
     let too_large = || {
         ApiError::new(
             ProblemType::PayloadTooLarge,
@@ -26,7 +87,7 @@ pub(crate) async fn read_body(
     };
     if let Some(len) = req
         .headers()
-        .get(actix_web::http::header::CONTENT_LENGTH)
+        .get(CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
     {
@@ -34,7 +95,7 @@ pub(crate) async fn read_body(
             return Err(too_large());
         }
     }
-    if let Some(ct) = req.headers().get(actix_web::http::header::CONTENT_TYPE) {
+    if let Some(ct) = req.headers().get(CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
         let essence = ct.split(';').next().unwrap_or("").trim();
         if !(essence == "application/json" || essence.ends_with("+json")) {
@@ -57,7 +118,7 @@ pub(crate) async fn read_body(
 }
 
 /// Strict JSON: not JSON at all is 400; JSON of the wrong shape or types is 422.
-pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request("a JSON body is required"));
     }
@@ -67,20 +128,33 @@ pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError
     })
 }
 
-pub(crate) async fn json_body<T: DeserializeOwned>(
-    state: &AppState,
-    req: &HttpRequest,
-    payload: web::Payload,
-) -> Result<T, ApiError> {
-    let body = read_body(req, payload, state.settings.max_body_bytes).await?;
-    parse_json(&body)
+// ---------------------------------------------------------------------------------------
+// Path ids.
+
+/// The `{id}` of an order route, checked by the domain's rule (a ULID): anything else
+/// cannot name an order, so it is 404 like an order that does not exist.
+#[derive(Debug)]
+pub struct OrderId(pub String);
+
+impl FromRequest for OrderId {
+    type Error = ApiError;
+    type Future = Ready<Result<OrderId, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        // Percent-decoded as `web::Path` does.
+        let id = match req.match_info().load::<IdSegment>() {
+            Ok(IdSegment { id }) => id,
+            Err(e) => return ready(Err(ApiError::invalid(format!("bad path: {e}")))),
+        };
+        ready(match validate_order_id(&id) {
+            Ok(()) => Ok(OrderId(id)),
+            Err(_) => Err(ApiError::not_found(format!("order {id} not found"))),
+        })
+    }
 }
 
-/// Order ids are ULIDs; anything else cannot name an order.
-pub(crate) fn check_order_id(id: &str) -> Result<(), ApiError> {
-    if id.len() == 26 && ulid::Ulid::from_string(id).is_ok() {
-        Ok(())
-    } else {
-        Err(ApiError::not_found(format!("order {id} not found")))
-    }
+/// The `{id}` segment of a route.
+#[derive(serde::Deserialize)]
+struct IdSegment {
+    id: String,
 }

@@ -221,8 +221,12 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
             return Err(e);
         }
     };
+    // The webhooks keep their records beside the log, in the store the engine opened:
+    // the one place outside the engine that holds the store.
+    let hook_store = crate::webhooks::WebhookStore::new(engine.store().clone());
     let hooks = crate::webhooks::Webhooks::start(
         engine.clone(),
+        hook_store,
         (&settings.webhooks).into(),
         state.shutdown.clone(),
         state.metrics.registry(),

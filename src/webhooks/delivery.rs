@@ -2,100 +2,154 @@
 //! subscription's cursor, one signed POST per event with retries and backoff, the cursor
 //! written after each delivery, dead letters and their redrive.
 
+use std::ops::ControlFlow;
+
 use super::*;
 
 impl Webhooks {
+    /// The delivery task of one subscription: until it is deleted or the server stops,
+    /// a redrive when one is asked for, then the next batch of the log after its cursor
+    /// (never past the durable seq), or a wait for more.
     pub(super) async fn worker(self: Arc<Self>, h: Arc<Handle>) {
         let mut watch = self.engine.subscribe_durable();
-        let store = self.engine.store().clone();
         loop {
             if h.deleted.load(Relaxed) || self.stopping() {
                 return;
             }
-            // A redrive cut short by shutdown leaves the subscription as it was.
-            if h.redrive.swap(false, Relaxed)
-                && self.redrive_now(&h).await
-                && h.paused.swap(false, Relaxed)
-            {
-                let _ = store.delete_meta(&paused_key(&h.sub.id));
-            }
+            self.redrive_if_asked(&h).await;
             let cursor = h.cursor.load(Relaxed);
             let durable = self.engine.durable_seq();
             if h.paused.load(Relaxed) || cursor >= durable {
-                tokio::select! {
-                    _ = watch.changed() => {}
-                    _ = h.wake.notified() => {}
-                    _ = self.shutdown.triggered() => return,
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                if !self.wait_for_work(&h, &mut watch).await {
+                    return;
                 }
                 continue;
             }
-            let s = store.clone();
-            let batch = match actix_web::web::block(move || {
-                s.read_from(cursor).take(256).collect::<Result<Vec<_>, _>>()
-            })
-            .await
-            {
-                Ok(Ok(b)) => b,
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, subscription = %h.sub.id, "reading the log for delivery");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
-                    continue;
-                }
-                Err(_) => continue,
+            let Some(batch) = self.read_batch(&h, cursor).await else {
+                continue;
             };
-            let mut written = cursor;
-            for r in batch {
-                if r.seq > durable || h.deleted.load(Relaxed) || self.stopping() {
-                    break;
-                }
-                let wanted = h.sub.types.is_empty() || h.sub.types.contains(&r.event_type);
-                if wanted {
-                    match self.deliver(&h, &r).await {
-                        Ok(()) => {}
-                        Err((attempts, err)) => {
-                            if h.deleted.load(Relaxed) || self.stopping() {
-                                // Not passed and not dead-lettered: sent again next time.
-                                return;
-                            }
-                            let pause = h.sub.on_failure == OnFailure::Pause;
-                            tracing::warn!(subscription = %h.sub.id, seq = r.seq, error = %err, paused = pause, "delivery failed; dead-lettered");
-                            if pause {
-                                h.paused.store(true, Relaxed);
-                                let _ = store.put_meta(&paused_key(&h.sub.id), b"1");
-                            }
-                            self.dead_letter(&h, &r, attempts, &err);
-                        }
-                    }
-                }
-                h.cursor.store(r.seq, Relaxed);
-                if h.deleted.load(Relaxed) {
-                    return;
-                }
-                // Stored after each delivery, so a restart re-sends at most that one
-                // event; skipped events are covered by the write after the batch.
-                if wanted {
-                    self.store_cursor(&h, r.seq);
-                    written = r.seq;
-                }
-                if h.paused.load(Relaxed) {
-                    break;
-                }
-            }
-            let c = h.cursor.load(Relaxed);
-            if c != written && !h.deleted.load(Relaxed) {
-                self.store_cursor(&h, c);
+            if self
+                .deliver_batch(&h, batch, cursor, durable)
+                .await
+                .is_break()
+            {
+                return;
             }
         }
     }
 
-    pub(super) fn store_cursor(&self, h: &Handle, seq: u64) {
-        if let Err(e) = self
-            .engine
-            .store()
-            .put_meta(&cursor_key(&h.sub.id), &seq.to_be_bytes())
+    /// A redrive the API asked for: the dead letters delivered again, then a paused
+    /// subscription resumed. A redrive cut short by shutdown leaves the subscription as
+    /// it was.
+    async fn redrive_if_asked(&self, h: &Handle) {
+        if h.redrive.swap(false, Relaxed)
+            && self.redrive_now(h).await
+            && h.paused.swap(false, Relaxed)
         {
+            self.store_paused(h, false);
+        }
+    }
+
+    /// Waits for the log to grow, a wake-up from the API, or a second; `false` once the
+    /// server is shutting down.
+    async fn wait_for_work(
+        &self,
+        h: &Handle,
+        watch: &mut tokio::sync::watch::Receiver<u64>,
+    ) -> bool {
+        tokio::select! {
+            _ = watch.changed() => true,
+            _ = h.wake.notified() => true,
+            _ = self.shutdown.triggered() => false,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => true,
+        }
+    }
+
+    /// Up to 256 events after `cursor`; `None` when the log could not be read (an error
+    /// is logged and followed by a second's pause).
+    async fn read_batch(&self, h: &Handle, cursor: u64) -> Option<Vec<EventRecord>> {
+        let engine = self.engine.clone();
+        match actix_web::web::block(move || engine.read_events(cursor, 256, None)).await {
+            Ok(Ok(batch)) => Some(batch),
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, subscription = %h.sub.id, "reading the log for delivery");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Delivers the events of `batch` the subscription wants, up to `durable`, moving the
+    /// cursor past every event handled. `Break` when the task must end: the subscription
+    /// was deleted, or shutdown cut a delivery short.
+    async fn deliver_batch(
+        &self,
+        h: &Handle,
+        batch: Vec<EventRecord>,
+        cursor: u64,
+        durable: u64,
+    ) -> ControlFlow<()> {
+        let mut written = cursor;
+        for r in batch {
+            if r.seq > durable || h.deleted.load(Relaxed) || self.stopping() {
+                break;
+            }
+            let wanted = h.sub.types.is_empty() || h.sub.types.contains(&r.event_type);
+            if wanted {
+                self.deliver_or_dead_letter(h, &r).await?;
+            }
+            h.cursor.store(r.seq, Relaxed);
+            if h.deleted.load(Relaxed) {
+                return ControlFlow::Break(());
+            }
+            // Stored after each delivery, so a restart re-sends at most that one
+            // event; skipped events are covered by the write after the batch.
+            if wanted {
+                self.store_cursor(h, r.seq);
+                written = r.seq;
+            }
+            if h.paused.load(Relaxed) {
+                break;
+            }
+        }
+        let c = h.cursor.load(Relaxed);
+        if c != written && !h.deleted.load(Relaxed) {
+            self.store_cursor(h, c);
+        }
+        ControlFlow::Continue(())
+    }
+
+    /// Delivers `r`; after its last failed attempt, dead-letters it (and pauses the
+    /// subscription if it says so). `Break` when deletion or shutdown cut the delivery
+    /// short: the event is then neither passed nor dead-lettered, so it is sent again
+    /// next time.
+    async fn deliver_or_dead_letter(&self, h: &Handle, r: &EventRecord) -> ControlFlow<()> {
+        let Err((attempts, err)) = self.deliver(h, r).await else {
+            return ControlFlow::Continue(());
+        };
+        if h.deleted.load(Relaxed) || self.stopping() {
+            return ControlFlow::Break(());
+        }
+        let pause = h.sub.on_failure == OnFailure::Pause;
+        tracing::warn!(subscription = %h.sub.id, seq = r.seq, error = %err, paused = pause, "delivery failed; dead-lettered");
+        if pause {
+            h.paused.store(true, Relaxed);
+            self.store_paused(h, true);
+        }
+        self.dead_letter(h, r, attempts, &err);
+        ControlFlow::Continue(())
+    }
+
+    pub(super) fn store_cursor(&self, h: &Handle, seq: u64) {
+        if let Err(e) = self.store.put_cursor(&h.sub.id, seq) {
             tracing::error!(error = %e, subscription = %h.sub.id, "storing a webhook cursor");
+        }
+    }
+
+    fn store_paused(&self, h: &Handle, paused: bool) {
+        if let Err(e) = self.store.set_paused(&h.sub.id, paused) {
+            tracing::error!(error = %e, subscription = %h.sub.id, paused, "storing a webhook pause");
         }
     }
 
@@ -111,15 +165,12 @@ impl Webhooks {
         if h.deleted.load(Relaxed) {
             return;
         }
-        let key = dead_key(&h.sub.id, r.seq);
-        let existed = matches!(self.engine.store().get_meta(&key), Ok(Some(_)));
-        match serde_json::to_vec(&d).map(|b| self.engine.store().put_meta(&key, &b)) {
-            Ok(Ok(())) if !existed => {
-                h.stats.dead_letters.inc();
+        match self.store.put_dead_letter(&h.sub.id, &d) {
+            Ok(true) => h.stats.dead_letters.inc(),
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, subscription = %h.sub.id, "storing a dead letter")
             }
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::error!(error = %e, "storing a dead letter"),
-            Err(e) => tracing::error!(error = %e, "encoding a dead letter"),
         }
     }
 
@@ -133,20 +184,13 @@ impl Webhooks {
             if self.stopping() {
                 return false;
             }
-            let s = self.engine.store().clone();
-            let rec = match actix_web::web::block(move || s.get_event(d.seq)).await {
-                Ok(Ok(Some(r))) => r,
-                _ => continue,
+            let Some(rec) = self.event_at(d.seq).await else {
+                continue;
             };
             match self.deliver(h, &rec).await {
                 Ok(()) => {
                     let _g = h.dead_lock.lock();
-                    if self
-                        .engine
-                        .store()
-                        .delete_meta(&dead_key(&h.sub.id, d.seq))
-                        .is_ok()
-                    {
+                    if self.store.delete_dead_letter(&h.sub.id, d.seq).is_ok() {
                         h.stats.dead_letters.dec();
                     }
                 }
@@ -156,6 +200,16 @@ impl Webhooks {
             }
         }
         true
+    }
+
+    /// The event at `seq`, if it can be read.
+    async fn event_at(&self, seq: u64) -> Option<EventRecord> {
+        let engine = self.engine.clone();
+        let after = seq.saturating_sub(1);
+        match actix_web::web::block(move || engine.read_events(after, 1, None)).await {
+            Ok(Ok(records)) => records.into_iter().find(|r| r.seq == seq),
+            _ => None,
+        }
     }
 
     /// Delivers one event with retries; `Err((attempts, last error))` after the last.

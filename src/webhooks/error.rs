@@ -10,7 +10,7 @@ pub enum WebhookError {
     /// No subscription has this id.
     #[error("subscription {id} not found")]
     NotFound { id: String },
-    /// The subscription could not be stored or read (logged with the cause).
+    /// The subscription could not be stored or read (logged where it is handled).
     #[error("the subscription store failed: {0}")]
     Store(String),
     /// The subscription's metrics could not be declared.

@@ -39,8 +39,10 @@ use crate::shutdown::Shutdown;
 mod delivery;
 mod error;
 mod metrics;
+mod store;
 pub use error::WebhookError;
 use metrics::{SubStats, WebhookMetrics};
+pub use store::WebhookStore;
 
 /// The event types of SPEC §1, the only ones a subscription may name.
 pub const EVENT_TYPES: [&str; 18] = [
@@ -184,7 +186,10 @@ impl Handle {
 }
 
 pub struct Webhooks {
+    /// The log: the durable seq and its watch, and the events to deliver.
     engine: Engine,
+    /// Subscriptions, cursors, pause marks and dead letters.
+    store: WebhookStore,
     cfg: WebhookConfig,
     client: reqwest::Client,
     subs: DashMap<String, Arc<Handle>>,
@@ -197,27 +202,6 @@ pub struct Webhooks {
     /// finishing its attempt.
     runtime: tokio::runtime::Handle,
     metrics: WebhookMetrics,
-}
-
-fn sub_key(id: &str) -> String {
-    format!("webhook/sub/{id}")
-}
-fn cursor_key(id: &str) -> String {
-    format!("webhook/cursor/{id}")
-}
-fn paused_key(id: &str) -> String {
-    format!("webhook/paused/{id}")
-}
-fn dead_prefix(id: &str) -> String {
-    format!("webhook/dead/{id}/")
-}
-fn dead_key(id: &str, seq: u64) -> String {
-    format!("webhook/dead/{id}/{seq:020}")
-}
-
-fn storage_err(e: impl std::fmt::Display) -> WebhookError {
-    tracing::error!(error = %e, "webhook store");
-    WebhookError::Store(e.to_string())
 }
 
 /// `Ordo-Signature` for `body` at unix second `t`.
@@ -268,10 +252,11 @@ fn validate(req: &CreateSubscription) -> Result<(), WebhookError> {
 }
 
 impl Webhooks {
-    /// Loads the stored subscriptions and starts their delivery tasks; their metrics go
-    /// to `registry`.
+    /// Loads the subscriptions in `store` and starts their delivery tasks; their metrics
+    /// go to `registry`.
     pub fn start(
         engine: Engine,
+        store: WebhookStore,
         cfg: WebhookConfig,
         shutdown: Shutdown,
         registry: &Registry,
@@ -295,6 +280,7 @@ impl Webhooks {
         let client = builder.build()?;
         let hooks = Arc::new(Webhooks {
             engine,
+            store,
             cfg,
             client,
             subs: DashMap::new(),
@@ -303,21 +289,10 @@ impl Webhooks {
                 .map_err(|e| anyhow::anyhow!("webhook delivery needs a runtime: {e}"))?,
             metrics: WebhookMetrics::new(registry)?,
         });
-        let store = hooks.engine.store().clone();
-        for (_, v) in store.scan_meta("webhook/sub/")? {
-            let sub: Stored = match serde_json::from_slice(&v) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::error!(error = %e, "a stored subscription does not decode; skipped");
-                    continue;
-                }
-            };
-            let cursor = match store.get_meta(&cursor_key(&sub.id))? {
-                Some(b) if b.len() == 8 => u64::from_be_bytes(b.try_into().unwrap_or([0; 8])),
-                _ => sub.start_after,
-            };
-            let paused = store.get_meta(&paused_key(&sub.id))?.is_some();
-            let dead = store.scan_meta(&dead_prefix(&sub.id))?.len() as u64;
+        for sub in hooks.store.subscriptions()? {
+            let cursor = hooks.store.cursor(&sub.id)?.unwrap_or(sub.start_after);
+            let paused = hooks.store.is_paused(&sub.id)?;
+            let dead = hooks.store.dead_letter_count(&sub.id)?;
             let stats = hooks.metrics.series(&sub.id)?;
             let h = Handle::new(sub, cursor, paused, dead, stats);
             hooks.subs.insert(h.sub.id.clone(), h.clone());
@@ -367,15 +342,14 @@ impl Webhooks {
             created_at: now_ms(),
             start_after: req.after.unwrap_or(head).min(head),
         };
-        let bytes = serde_json::to_vec(&sub).map_err(storage_err)?;
         // The series first: nothing is stored for a subscription that could not be counted.
         let stats = self.metrics.series(&sub.id).map_err(|e| {
             tracing::error!(error = %e, "webhook metrics");
             WebhookError::Metrics(e.to_string())
         })?;
-        if let Err(e) = self.engine.store().put_meta(&sub_key(&sub.id), &bytes) {
+        if let Err(e) = self.store.put_subscription(&sub) {
             self.metrics.remove(&sub.id);
-            return Err(storage_err(e));
+            return Err(e);
         }
         let cursor = sub.start_after;
         let h = Handle::new(sub, cursor, false, 0, stats);
@@ -408,29 +382,14 @@ impl Webhooks {
         h.wake.notify_one();
         self.subs.remove(id);
         self.metrics.remove(id);
-        let store = self.engine.store();
         let _g = h.dead_lock.lock();
-        store.delete_meta(&sub_key(id)).map_err(storage_err)?;
-        store.delete_meta(&cursor_key(id)).map_err(storage_err)?;
-        store.delete_meta(&paused_key(id)).map_err(storage_err)?;
-        for (k, _) in store.scan_meta(&dead_prefix(id)).map_err(storage_err)? {
-            store.delete_meta(&k).map_err(storage_err)?;
-        }
-        Ok(())
+        self.store.delete_subscription(id)
     }
 
     pub fn dead_letters(&self, id: &str) -> Result<Vec<DeadLetter>, WebhookError> {
         let h = self.handle(id)?;
         let _g = h.dead_lock.lock();
-        let rows = self
-            .engine
-            .store()
-            .scan_meta(&dead_prefix(id))
-            .map_err(storage_err)?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|(_, v)| serde_json::from_slice(&v).ok())
-            .collect())
+        self.store.dead_letters(id)
     }
 
     /// Asks the delivery task to deliver the dead letters again (in seq order, before new

@@ -1,7 +1,9 @@
 //! Bearer tokens: required when configured, each role to its routes; per-token rate
 //! limits answer 429.
 
-use crate::helpers::{tempdir, Server};
+use reqwest::Method;
+
+use crate::helpers::{stop_and_verify, tempdir, Resp, Server};
 
 const ADMIN: &str = "admin-secret-1";
 const CLIENT: &str = "client-secret-1";
@@ -50,6 +52,8 @@ async fn tokens_are_required_and_each_role_reaches_only_its_routes() {
     // Health and metrics need no token.
     s.token = None;
     s.healthz().await.ok(200);
+
+    stop_and_verify(s, &dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -75,4 +79,77 @@ async fn a_token_that_runs_dry_gets_429_and_other_tokens_are_unaffected() {
     assert!(limited.header("retry-after").is_some());
     s.token = Some(ADMIN);
     s.sku("A-1").await.ok(200);
+
+    stop_and_verify(s, &dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_role_gets_403_before_its_path_query_or_body_is_looked_at() {
+    let (_t, dir) = tempdir();
+    let mut s = start_with_tokens(&dir);
+    // Each of these would be 400, 404, 415 or 422 for a caller allowed in.
+    let cases: [(&str, Method, &str, Option<&str>, &str); 6] = [
+        (
+            CLIENT,
+            Method::PUT,
+            "/v1/skus/A-1",
+            Some("application/json"),
+            "not json",
+        ),
+        (
+            PAYMENT,
+            Method::POST,
+            "/v1/orders",
+            Some("application/json"),
+            "[]",
+        ),
+        (
+            PAYMENT,
+            Method::POST,
+            "/v1/orders",
+            Some("text/plain"),
+            "{}",
+        ),
+        (
+            CLIENT,
+            Method::POST,
+            "/v1/orders/not-an-id/payments",
+            None,
+            "{",
+        ),
+        (
+            PAYMENT,
+            Method::POST,
+            "/v1/orders/not-an-id/shipment",
+            None,
+            "",
+        ),
+        (CLIENT, Method::GET, "/v1/events?after=x", None, ""),
+    ];
+    for (token, method, path, content_type, body) in cases {
+        s.token = Some(token);
+        let mut r = s.req(method.clone(), path).body(body);
+        if let Some(ct) = content_type {
+            r = r.header("content-type", ct);
+        }
+        let r = Resp::read(r.send().await.unwrap()).await;
+        assert_eq!(r.status, 403, "{method} {path} {body:?}: {}", r.text);
+        r.problem(403, "forbidden");
+    }
+    // The same requests from the admin get their own answers.
+    s.token = Some(ADMIN);
+    let r = s
+        .req(Method::PUT, "/v1/skus/A-1")
+        .header("content-type", "application/json")
+        .body("not json");
+    Resp::read(r.send().await.unwrap())
+        .await
+        .problem(400, "invalid_request");
+    s.ship("not-an-id", "prepared")
+        .await
+        .problem(404, "not_found");
+    let r = s.req(Method::GET, "/v1/events?after=x");
+    Resp::read(r.send().await.unwrap())
+        .await
+        .problem(422, "invalid_request");
 }

@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use crate::helpers::{tempdir, verify, Keyed, Resp, Server};
+use crate::helpers::{stop_and_verify, tempdir, verify, Keyed, Resp, Server};
 
 fn status_rank(s: &str) -> u8 {
     match s {
@@ -147,9 +147,7 @@ async fn sigkill_mid_load_loses_no_acknowledged_write() {
             + v["sold"].as_i64().unwrap();
         assert_eq!(sum, 100_000, "{v}");
     }
-    assert!(s.terminate().success());
-    let (ok, report) = verify(&dir);
-    assert!(ok, "{report}");
+    stop_and_verify(s, &dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

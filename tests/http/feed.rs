@@ -8,7 +8,9 @@ use std::sync::Arc;
 use futures::StreamExt;
 use serde_json::Value;
 
-use crate::helpers::{bench, place_many, seed_catalog, tempdir, wait_until, Server, BIN};
+use crate::helpers::{
+    bench, place_many, seed_catalog, stop_and_verify, tempdir, wait_until, Server, BIN,
+};
 
 /// A small live-feed buffer and a short patience, so a reader that stops reading is cut
 /// off soon.
@@ -65,6 +67,8 @@ async fn the_event_log_pages_with_a_cursor() {
     s.get("/v1/events?after=x")
         .await
         .problem(422, "invalid_request");
+
+    stop_and_verify(s, &dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,6 +91,9 @@ async fn the_live_feed_resumes_from_last_event_id_without_gap_or_repeat() {
     let v: Value = serde_json::from_str(&second[0].2).unwrap();
     assert_eq!(v["seq"], half + 1);
     assert_eq!(second[0].1, v["type"].as_str().unwrap());
+
+    let s = Arc::try_unwrap(s).ok().expect("no other owners");
+    stop_and_verify(s, &dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,6 +133,8 @@ async fn a_live_reader_that_does_not_read_is_cut_off_and_resumes_where_it_was_cu
     // Resuming from the cut-off point continues with the next event.
     let again = read_sse(s.live_events(resume).await, |_| true).await;
     assert_eq!(again[0].0, Some(resume + 1));
+
+    stop_and_verify(s, &dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -152,4 +161,7 @@ async fn ordo_events_follow_prints_the_feed_as_json_lines_from_where_it_is_told(
     let seqs: Vec<u64> = lines.iter().map(|v| v["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, vec![11, 12, 13, 14, 15]);
     assert!(s.metrics().await.text.contains("ordo_sse_readers"));
+
+    let s = Arc::try_unwrap(s).ok().expect("no other owners");
+    stop_and_verify(s, &dir);
 }

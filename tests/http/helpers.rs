@@ -26,6 +26,8 @@ pub struct Server {
     http: reqwest::Client,
     /// The bearer token sent with every request, if any.
     pub token: Option<&'static str>,
+    /// The `message` of every log line the server has written so far.
+    logged: Arc<parking_lot::Mutex<Vec<String>>>,
 }
 
 impl Server {
@@ -45,6 +47,8 @@ impl Server {
         let mut child = cmd.spawn().expect("spawn ordo serve");
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let logged = Arc::new(parking_lot::Mutex::new(Vec::new()));
+        let log = logged.clone();
         std::thread::spawn(move || {
             let echo = std::env::var_os("TEST_LOG").is_some();
             let mut tx = Some(tx);
@@ -53,6 +57,9 @@ impl Server {
                     eprintln!("[server] {line}");
                 }
                 if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if let Some(m) = v["message"].as_str() {
+                        log.lock().push(m.to_owned());
+                    }
                     if v["message"] == "ready" {
                         if let Some(tx) = tx.take() {
                             let _ = tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
@@ -70,7 +77,13 @@ impl Server {
                 .build()
                 .unwrap(),
             token: None,
+            logged,
         }
+    }
+
+    /// Whether the server has logged a line with this message (so far).
+    pub fn has_logged(&self, message: &str) -> bool {
+        self.logged.lock().iter().any(|m| m == message)
     }
 
     // --- Raw requests: for what no endpoint method sends (hostile bytes, odd headers). ---
@@ -471,6 +484,17 @@ pub fn tempdir() -> (tempfile::TempDir, PathBuf) {
     let t = tempfile::tempdir().unwrap();
     let p = t.path().join("data");
     (t, p)
+}
+
+/// The end of a scenario that changed the store: SIGTERM (the server must exit 0), then
+/// `ordo verify` on its data dir (it must pass). The verify report, for more checks.
+#[track_caller]
+pub fn stop_and_verify(s: Server, dir: &Path) -> Value {
+    let status = s.terminate();
+    assert!(status.success(), "exit status {status}");
+    let (ok, report) = verify(dir);
+    assert!(ok, "{report}");
+    report
 }
 
 /// `ordo verify --json` on a stopped server's data dir: (passed, report).

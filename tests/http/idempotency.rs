@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use crate::helpers::{tempdir, verify, wait_until, Keyed, Resp, Server};
+use crate::helpers::{stop_and_verify, tempdir, wait_until, Keyed, Resp, Server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_requests_with_one_key_make_one_order() {
@@ -89,7 +89,5 @@ async fn keyed_stock_adjustments_retried_after_sigkill_are_applied_exactly_once(
         all_keys.len() as i64,
         "every key applied exactly once: {v}"
     );
-    assert!(s.terminate().success());
-    let (ok, report) = verify(&dir);
-    assert!(ok, "{report}");
+    stop_and_verify(s, &dir);
 }

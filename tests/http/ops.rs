@@ -3,7 +3,7 @@
 
 use reqwest::Method;
 
-use crate::helpers::{seed_catalog, tempdir, Server};
+use crate::helpers::{seed_catalog, stop_and_verify, tempdir, Server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_readiness_and_metrics_answer_and_unknown_routes_get_404_or_405() {
@@ -39,4 +39,6 @@ async fn health_readiness_and_metrics_answer_and_unknown_routes_get_404_or_405()
     s.send(Method::DELETE, "/v1/orders", None)
         .await
         .problem(405, "invalid_request");
+
+    stop_and_verify(s, &dir);
 }

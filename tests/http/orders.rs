@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::helpers::{place_many, seed_catalog, tempdir, verify, Server};
+use crate::helpers::{place_many, seed_catalog, stop_and_verify, tempdir, Server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_is_placed_traced_paid_once_and_shipped_to_the_end() {
@@ -68,10 +68,7 @@ async fn an_order_is_placed_traced_paid_once_and_shipped_to_the_end() {
     }
     s.cancel(&id).await.problem(409, "invalid_transition");
 
-    let status = s.terminate();
-    assert!(status.success(), "exit status {status}");
-    let (ok, report) = verify(&dir);
-    assert!(ok, "{report}");
+    stop_and_verify(s, &dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -90,6 +87,8 @@ async fn a_cancelled_pending_order_refuses_a_late_payment_and_records_its_refund
         .await
         .problem(409, "order_not_payable");
     assert_eq!(late["order"]["refunds_requested"][0], "p-2");
+
+    stop_and_verify(s, &dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -117,6 +116,8 @@ async fn refused_placements_are_stored_failed_or_rejected_and_hold_no_stock() {
         .problem(422, "invalid_request");
     // Nothing is left held by the refused orders.
     assert_eq!(s.sku("TEE-1").await.ok(200)["reserved"], 0);
+
+    stop_and_verify(s, &dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -144,8 +145,6 @@ async fn a_flash_sale_over_http_sells_exactly_the_stock() {
         (Some(0), Some(500), Some(0))
     );
     let s = Arc::try_unwrap(s).ok().expect("no other owners");
-    assert!(s.terminate().success());
-    let (ok, report) = verify(&dir);
-    assert!(ok, "{report}");
+    let report = stop_and_verify(s, &dir);
     assert_eq!(report["orders"], 5_000);
 }

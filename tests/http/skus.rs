@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::helpers::{tempdir, Server};
+use crate::helpers::{stop_and_verify, tempdir, Server};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skus_are_created_updated_read_listed_and_validated() {
@@ -51,6 +51,8 @@ async fn skus_are_created_updated_read_listed_and_validated() {
     assert_eq!(page2["skus"][0]["sku"], "USD-1");
     assert!(page2.get("next").is_none());
     s.skus(Some(0), None).await.problem(422, "invalid_request");
+
+    stop_and_verify(s, &dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -65,4 +67,6 @@ async fn stock_adjustments_add_units_and_refuse_an_overdraw_or_an_unknown_sku() 
         .await
         .problem(409, "insufficient_stock");
     s.adjust("NOPE", 1, "x").await.problem(404, "unknown_sku");
+
+    stop_and_verify(s, &dir);
 }

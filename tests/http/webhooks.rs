@@ -1,14 +1,16 @@
 //! Webhooks: retried with backoff, delivered in order and signed; dead letters that do
-//! not block and are redriven; every event delivered after a SIGKILL; https receivers
-//! trusted through `--webhook-ca-file`. The receivers here are real servers on 127.0.0.1.
+//! not block and are redriven; every event delivered after a SIGKILL; a delivery in
+//! flight at SIGTERM finished before the server stops; https receivers trusted through
+//! `--webhook-ca-file`. The receivers here are real servers on 127.0.0.1.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::helpers::{place_many, tempdir, wait_until, Server};
+use crate::helpers::{place_many, stop_and_verify, tempdir, wait_until, Server};
 
 #[derive(Debug, Clone)]
 struct Delivery {
@@ -19,12 +21,18 @@ struct Delivery {
 }
 
 /// A webhook receiver on 127.0.0.1: fails the first `fail_first` requests, answers 503
-/// while `down`, records the rest.
+/// while `down`, records the rest. While `hold` is set, a recorded request is answered
+/// only once the test lets it go ([`Receiver::release`]).
 struct Receiver {
     url: String,
     got: Arc<parking_lot::Mutex<Vec<Delivery>>>,
     down: Arc<std::sync::atomic::AtomicBool>,
     attempts: Arc<std::sync::atomic::AtomicU64>,
+    hold: Arc<std::sync::atomic::AtomicBool>,
+    /// Held requests wait on it (it has no permits); closed to let them all go.
+    gate: Arc<tokio::sync::Semaphore>,
+    /// Requests answered 200 (after their hold, if any).
+    answered: Arc<std::sync::atomic::AtomicU64>,
     handle: actix_web::dev::ServerHandle,
 }
 
@@ -34,15 +42,25 @@ impl Receiver {
         let got = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let attempts = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (g, d, a) = (got.clone(), down.clone(), attempts.clone());
+        let hold = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let answered = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let shared = (
+            got.clone(),
+            down.clone(),
+            attempts.clone(),
+            hold.clone(),
+            gate.clone(),
+            answered.clone(),
+        );
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
             actix_web::rt::System::new().block_on(async move {
                 let server = HttpServer::new(move || {
-                    let (g, d, a) = (g.clone(), d.clone(), a.clone());
+                    let shared = shared.clone();
                     App::new().default_service(web::to(
                         move |req: HttpRequest, body: web::Bytes| {
-                            let (g, d, a) = (g.clone(), d.clone(), a.clone());
+                            let (g, d, a, hold, gate, answered) = shared.clone();
                             async move {
                                 let n = a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                                 if d.load(std::sync::atomic::Ordering::SeqCst) {
@@ -64,6 +82,11 @@ impl Receiver {
                                     signature: h("ordo-signature"),
                                     body: String::from_utf8_lossy(&body).into_owned(),
                                 });
+                                if hold.load(std::sync::atomic::Ordering::SeqCst) {
+                                    // Never a permit: this waits until the gate is closed.
+                                    let _ = gate.acquire().await;
+                                }
+                                answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                                 HttpResponse::Ok().finish()
                             }
                         },
@@ -84,12 +107,21 @@ impl Receiver {
             got,
             down,
             attempts,
+            hold,
+            gate,
+            answered,
             handle,
         }
     }
 
     fn seqs(&self) -> Vec<u64> {
         self.got.lock().iter().map(|d| d.seq).collect()
+    }
+
+    /// Answers the requests held so far, and holds no more.
+    fn release(&self) {
+        self.hold.store(false, std::sync::atomic::Ordering::SeqCst);
+        self.gate.close();
     }
 }
 
@@ -218,6 +250,27 @@ fn signature_ok(secret: &str, sig: &str, body: &str) -> bool {
 
 const SECRET: &str = "a-long-enough-webhook-secret";
 
+/// Subscribes `url` to `types` (signed with [`SECRET`]); the subscription's id.
+async fn subscribe_to(s: &Server, url: &str, types: &[&str]) -> String {
+    let sub = s
+        .subscribe(json!({"url": url, "secret": SECRET, "types": types}))
+        .await
+        .ok(201);
+    sub["id"].as_str().unwrap().to_owned()
+}
+
+/// Polls `cond` for up to `limit`; whether it came true.
+async fn comes_true(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    cond()
+}
+
 /// One order paid and shipped to the end, one cancelled; returns their ids.
 async fn order_lives(s: &Server, sku: &str) -> (String, String) {
     let a = s.place("life-a", &[(sku, 1)]).await.ok(201);
@@ -341,13 +394,7 @@ async fn dead_letters_do_not_block_and_are_redriven_when_the_receiver_is_back() 
     );
     let rx = Receiver::start(0);
     rx.down.store(true, std::sync::atomic::Ordering::SeqCst);
-    let sub = s
-        .subscribe(
-            json!({"url": rx.url, "secret": SECRET, "types": ["SkuRegistered", "StockAdjusted"]}),
-        )
-        .await
-        .ok(201);
-    let id = sub["id"].as_str().unwrap().to_owned();
+    let id = subscribe_to(&s, &rx.url, &["SkuRegistered", "StockAdjusted"]).await;
     for i in 0..3 {
         s.create_sku(&format!("DL-{i}"), 5).await.ok(201);
     }
@@ -474,11 +521,7 @@ async fn webhooks_deliver_over_https_to_a_receiver_trusted_through_the_ca_file()
     // A receiver whose certificate is not trusted fails, and the event is dead-lettered.
     let (_t2, dir2) = tempdir();
     let s2 = Server::start(&dir2, &["--webhook-max-attempts", "1"]);
-    let sub2 = s2
-        .subscribe(json!({"url": rx.url, "secret": SECRET, "types": ["SkuRegistered"]}))
-        .await
-        .ok(201);
-    let id2 = sub2["id"].as_str().unwrap().to_owned();
+    let id2 = subscribe_to(&s2, &rx.url, &["SkuRegistered"]).await;
     s2.create_sku("TLS-2", 1).await.ok(201);
     wait_until("a dead letter for the untrusted receiver", 60, || async {
         s2.dead_letters(&id2)
@@ -493,4 +536,71 @@ async fn webhooks_deliver_over_https_to_a_receiver_trusted_through_the_ca_file()
         2,
         "nothing reached the receiver without trust"
     );
+}
+
+/// Shutdown's second stage waits for webhook deliveries: one under way when SIGTERM comes
+/// is finished (the receiver answers 2xx, the cursor moves past it) before the engine
+/// stops, and is neither dead-lettered nor sent again after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_in_flight_at_sigterm_is_finished_and_not_dead_lettered() {
+    let (_t, dir) = tempdir();
+    // Bounds far above the test's own waits, so neither cuts the delivery short.
+    let flags = [
+        "--shutdown-timeout",
+        "120s",
+        "--webhook-timeout",
+        "120s",
+        "--webhook-max-attempts",
+        "1",
+    ];
+    let mut s = Server::start(&dir, &flags);
+    let rx = Receiver::start(0);
+    rx.hold.store(true, std::sync::atomic::Ordering::SeqCst);
+    let id = subscribe_to(&s, &rx.url, &["SkuRegistered"]).await;
+    s.create_sku("DRAIN-1", 0).await.ok(201);
+    wait_until("the delivery to reach the receiver", 60, || async {
+        rx.got.lock().len() == 1
+    })
+    .await;
+
+    // Stop the server while the receiver holds the delivery.
+    s.sigterm();
+    wait_until("the shutdown to begin", 60, || async {
+        s.has_logged("shutting down: no new connections; ending live feeds and webhook deliveries")
+    })
+    .await;
+    // The server must stay in the stage that waits for deliveries while this one is held.
+    // A server that went on would log the next stage; it is given a moment to do so (the
+    // wait only makes that more likely to be seen, it cannot fail a server that waits).
+    let went_on = comes_true(Duration::from_secs(2), || {
+        s.has_logged("finishing in-flight requests")
+    })
+    .await;
+    assert!(
+        !went_on,
+        "the shutdown went past the webhook drain while a delivery was in flight"
+    );
+    assert_eq!(rx.answered.load(std::sync::atomic::Ordering::SeqCst), 0);
+    rx.release();
+    let status = s.wait_for_exit(120).await;
+    assert!(status.success(), "exit status {status}");
+    assert_eq!(rx.answered.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(rx.attempts.load(std::sync::atomic::Ordering::SeqCst), 1);
+    let seq = rx.seqs()[0];
+    drop(s);
+
+    // Delivered, as the store says after a restart: the cursor is past the event and
+    // there is no dead letter. (A cursor moved by sending the event again after the
+    // restart would show in the receiver's count, read after the view.)
+    let s = Server::start(&dir, &[]);
+    let view = s.subscription(&id).await.ok(200);
+    assert_eq!(view["cursor"], seq, "{view}");
+    assert_eq!(view["dead_letters"], 0, "{view}");
+    assert_eq!(
+        rx.attempts.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "sent again after the restart"
+    );
+    assert_eq!(s.dead_letters(&id).await.ok(200), json!([]));
+    stop_and_verify(s, &dir);
 }

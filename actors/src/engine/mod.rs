@@ -175,7 +175,7 @@ impl Engine {
         recovery::read_events(&self.inner.store, after, limit, stream)
     }
 
-    /// The store (the HTTP edge keeps `Idempotency-Key` answers in it).
+    /// The store (for wiring: the webhook store is built over it).
     pub fn store(&self) -> &Arc<Store> {
         &self.inner.store
     }
