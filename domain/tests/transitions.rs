@@ -534,5 +534,8 @@ fn customer_units_are_kept_only_under_a_limit() {
         currency: "EUR".into(),
         per_customer_limit: None,
     }));
-    assert!(given::<Sku>(&events).0.customer_units.is_empty(), "limit removed");
+    assert!(
+        given::<Sku>(&events).0.customer_units.is_empty(),
+        "limit removed"
+    );
 }

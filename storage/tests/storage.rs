@@ -950,15 +950,27 @@ fn a_stream_page_reads_only_the_page() {
     for v in 1..=1000u64 {
         store.corrupt_event_for_test(2 * v - 1, b"garbage").unwrap();
     }
-    assert!(store.read_stream("sku/long", 1).is_err(), "the early events are unreadable");
+    assert!(
+        store.read_stream("sku/long", 1).is_err(),
+        "the early events are unreadable"
+    );
     let page = store.read_stream_page("sku/long", 2 * 1500 - 1, 3).unwrap();
     let versions: Vec<u64> = page.iter().map(|e| e.version).collect();
     assert_eq!(versions, vec![1501, 1502, 1503]);
     assert!(page.iter().all(|e| e.stream == "sku/long"));
     let page = store.read_stream_page("sku/long", 2 * 1999, 10).unwrap();
-    assert_eq!(page.iter().map(|e| e.version).collect::<Vec<_>>(), vec![2000]);
-    assert!(store.read_stream_page("sku/long", 4000, 10).unwrap().is_empty());
-    assert!(store.read_stream_page("sku/none", 0, 10).unwrap().is_empty());
+    assert_eq!(
+        page.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![2000]
+    );
+    assert!(store
+        .read_stream_page("sku/long", 4000, 10)
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .read_stream_page("sku/none", 0, 10)
+        .unwrap()
+        .is_empty());
     let page = store.read_stream_page("order/other", 0, 2).unwrap();
     assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 4]);
 }

@@ -195,8 +195,22 @@ impl<'a> Rebuild<'a> {
         for (id, o) in self.orders.iter_mut() {
             aggregate::fill(self.store, &Order::stream(id), o, u64::MAX)?;
         }
-        self.orders
-            .retain(|_, o| !o.is_terminal() || o.needs_restore());
+        // A terminal order's snapshot is deleted when its actor leaves; those of earlier
+        // releases (or of a crash in between) are deleted here, so start-up stops
+        // re-reading them.
+        let mut done: Vec<String> = Vec::new();
+        self.orders.retain(|id, o| {
+            let keep = !o.is_terminal() || o.needs_restore();
+            if !keep {
+                done.push(id.clone());
+            }
+            keep
+        });
+        for id in done {
+            if let Err(e) = self.store.delete_snapshot(&Order::stream(&id)) {
+                tracing::warn!(order = %id, error = %e, "cannot delete a terminal order's snapshot");
+            }
+        }
         Ok(())
     }
 

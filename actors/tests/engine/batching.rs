@@ -115,7 +115,10 @@ fn a_stream_page_of_the_feed_does_not_read_the_whole_stream() {
     let all = engine.read_events(0, 1000, Some("sku/S")).unwrap();
     assert_eq!(all.len(), 42, "registered, stock received, 40 reservations");
     for early in &all[..20] {
-        engine.store().corrupt_event_for_test(early.seq, b"x").unwrap();
+        engine
+            .store()
+            .corrupt_event_for_test(early.seq, b"x")
+            .unwrap();
     }
     let page = engine.read_events(all[29].seq, 5, Some("sku/S")).unwrap();
     let seqs: Vec<u64> = page.iter().map(|e| e.seq).collect();

@@ -58,3 +58,63 @@ fn idle_skus_passivate_and_come_back_with_their_counters_under_concurrent_use() 
     );
     shutdown_and_verify(engine, dir.path());
 }
+
+/// A terminal order's snapshot leaves with its actor (issue 21: old order snapshots were
+/// never deleted and were all re-read at start-up): after a checkpoint snapshots live
+/// orders, those that end are gone from the store, the live ones stay, and a restart
+/// finds only those.
+#[test]
+fn terminal_orders_leave_no_snapshot_behind() {
+    use ordo_engine::domain::order::{PaymentOutcome, ShipmentStep};
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path(), Durability::Sync)).unwrap();
+    block_on(engine.upsert_sku(sku("T", 100, 10), None)).unwrap();
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let o = block_on(engine.place_order(order(&format!("t{i}"), &[("T", 1)]), None)).unwrap();
+        // Paid: the order now has a live actor, which the checkpoint snapshots.
+        let o = block_on(engine.pay(
+            &o.id,
+            &format!("p{i}"),
+            PaymentOutcome::Succeeded,
+            o.total_minor,
+            None,
+        ))
+        .unwrap();
+        assert_eq!(o.status, Status::Confirmed);
+        ids.push(o.id);
+    }
+    block_on(engine.checkpoint()).unwrap();
+    let order_snapshots = |store: &ordo_storage::Store| {
+        let mut n = 0;
+        store
+            .scan_snapshots("order/", |_| {
+                n += 1;
+                Ok(())
+            })
+            .unwrap();
+        n
+    };
+    assert_eq!(order_snapshots(engine.store()), 6);
+    for id in &ids[..4] {
+        for step in [
+            ShipmentStep::Prepared,
+            ShipmentStep::Processed,
+            ShipmentStep::Fulfilled,
+        ] {
+            block_on(engine.ship(id, step, None)).unwrap();
+        }
+    }
+    assert!(
+        eventually(|| order_snapshots(engine.store()) == 2),
+        "the four fulfilled orders' snapshots are deleted as their actors leave"
+    );
+    shutdown_and_verify(engine, dir.path());
+    let engine = Engine::open(config(dir.path(), Durability::Sync)).unwrap();
+    assert_eq!(order_snapshots(engine.store()), 2);
+    assert_eq!(
+        block_on(engine.get_order(&ids[0])).unwrap().status,
+        Status::Fulfilled
+    );
+    block_on(engine.shutdown()).unwrap();
+}

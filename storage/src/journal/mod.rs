@@ -82,6 +82,9 @@ pub struct Append {
     /// every idempotency write goes through the writer, so a key reused meanwhile keeps
     /// its new record.
     pub expire_idempotency: Vec<(String, u64)>,
+    /// Streams whose snapshot is deleted with this append (a terminal order leaving
+    /// memory: nothing reads its snapshot again, and recovery need not load it).
+    pub delete_snapshots: Vec<Arc<str>>,
     /// A stream the caller minted (a fresh id): its events from version 1 need no point
     /// read to prove the stream is new. Only for ids no one else can have used.
     pub minted: Option<Arc<str>>,

@@ -246,6 +246,9 @@ impl Writer {
                 codec::encode(&rec)?,
             );
         }
+        for stream in &req.delete_snapshots {
+            b.wb.delete_cf(store.cf(CF_SNAPSHOTS), stream.as_bytes());
+        }
         for (key, value) in &req.meta {
             b.wb.put_cf(store.cf(CF_META), key.as_bytes(), value);
         }

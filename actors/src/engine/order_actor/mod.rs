@@ -355,7 +355,15 @@ impl OrderActor {
             return;
         }
         self.leaving = true;
-        let barrier = self.engine.journal.append(Append::default());
+        // A terminal order's snapshot goes with it: nothing reads it again.
+        let barrier = self.engine.journal.append(Append {
+            delete_snapshots: if done {
+                vec![self.stream.clone()]
+            } else {
+                Vec::new()
+            },
+            ..Append::default()
+        });
         ctx.wait(barrier.into_actor(self).map(|res, act, ctx| {
             act.leaving = false;
             match res {
