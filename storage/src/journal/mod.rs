@@ -211,7 +211,10 @@ impl std::fmt::Debug for Journal {
 
 /// Most streams whose head version the writer remembers; past it the cache is dropped
 /// and heads are read back from the `streams` index (two bloom-filtered point lookups).
-const HEAD_CACHE_MAX: usize = 1 << 20;
+/// Small enough to stay a few MiB (every order's stream passes through it, and a new
+/// order's first append needs no entry: its stream is minted), large enough to hold the
+/// orders paid or cancelled soon after they were placed.
+const HEAD_CACHE_MAX: usize = 1 << 17;
 
 impl Journal {
     /// Starts the writer thread on `store`.

@@ -101,6 +101,9 @@ pub enum PutOutcome {
 }
 
 /// Unix milliseconds now.
+/// The most memory all memtables together may hold before the largest is flushed.
+pub const MEMTABLES_MAX_BYTES: usize = 256 << 20;
+
 /// The most WAL the store keeps before flushing the memtables that pin it.
 pub const MAX_TOTAL_WAL_BYTES: u64 = 256 << 20;
 
@@ -169,6 +172,9 @@ impl Store {
         // flushed so it can be deleted (a quiet family, such as `meta`, would otherwise
         // keep every WAL file since its last flush alive).
         db_opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
+        // Memtables of all column families together (each family's own buffer size
+        // still applies): bounds the memory the store holds however many families fill.
+        db_opts.set_db_write_buffer_size(MEMTABLES_MAX_BYTES);
         if let Some(env) = &env {
             db_opts.set_env(env);
         }
