@@ -85,8 +85,14 @@ fn appends(c: &mut Criterion) {
     for mode in [Durability::Sync, Durability::Buffered, Durability::Memory] {
         for submitters in [1usize, 64, 512] {
             let dir = tempfile::tempdir().expect("tempdir");
-            let store = Store::open(dir.path().join("db"), StoreOptions { durability: mode })
-                .expect("open");
+            let store = Store::open(
+                dir.path().join("db"),
+                StoreOptions {
+                    durability: mode,
+                    ..StoreOptions::default()
+                },
+            )
+            .expect("open");
             let j = Journal::start(store).expect("journal");
             let mut hist = Histogram::<u64>::new(3).expect("hist");
             let mut round = 0u64;
@@ -126,6 +132,7 @@ fn replay(c: &mut Criterion) {
         dir.path(),
         StoreOptions {
             durability: Durability::Buffered,
+            ..StoreOptions::default()
         },
     )
     .expect("open");

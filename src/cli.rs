@@ -93,6 +93,7 @@ fn open_existing(dir: &std::path::Path) -> anyhow::Result<std::sync::Arc<Store>>
         dir,
         StoreOptions {
             durability: Durability::Buffered,
+            ..StoreOptions::default()
         },
     )?)
 }

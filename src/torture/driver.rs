@@ -328,6 +328,7 @@ impl SpawnedServer {
                 &d,
                 ordo_storage::StoreOptions {
                     durability: ordo_storage::Durability::Sync,
+                    ..ordo_storage::StoreOptions::default()
                 },
             )?;
             Ok(ordo_engine::verify(&store)?)

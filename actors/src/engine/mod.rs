@@ -120,6 +120,7 @@ impl Engine {
             &config.data_dir,
             StoreOptions {
                 durability: config.durability,
+                ..StoreOptions::default()
             },
         )?;
         // The engine appends only versions its actors believe valid: a refused version

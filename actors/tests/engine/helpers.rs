@@ -45,6 +45,7 @@ pub fn verify_dir(dir: &std::path::Path) -> ordo_engine::VerifyReport {
         dir,
         StoreOptions {
             durability: Durability::Buffered,
+            ..StoreOptions::default()
         },
     )
     .unwrap();

@@ -23,6 +23,7 @@ fn verify_reports_a_succeeded_payment_neither_kept_nor_refunded() {
         dir.path(),
         StoreOptions {
             durability: Durability::Sync,
+            ..StoreOptions::default()
         },
     )
     .unwrap();

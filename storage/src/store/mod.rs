@@ -115,9 +115,21 @@ pub fn now_ms() -> u64 {
 }
 
 /// Options for [`Store::open`].
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct StoreOptions {
     pub durability: Durability,
+    /// The most WAL kept before the memtables that pin it are flushed
+    /// ([`MAX_TOTAL_WAL_BYTES`] by default).
+    pub max_wal_bytes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            durability: Durability::default(),
+            max_wal_bytes: MAX_TOTAL_WAL_BYTES,
+        }
+    }
 }
 
 /// The opened store. Cheap to share behind an `Arc`; RocksDB is thread-safe for reads and
@@ -171,7 +183,7 @@ impl Store {
         // Bounded WAL: past this, the column families holding the oldest WAL file are
         // flushed so it can be deleted (a quiet family, such as `meta`, would otherwise
         // keep every WAL file since its last flush alive).
-        db_opts.set_max_total_wal_size(MAX_TOTAL_WAL_BYTES);
+        db_opts.set_max_total_wal_size(opts.max_wal_bytes);
         // Memtables of all column families together (each family's own buffer size
         // still applies): bounds the memory the store holds however many families fill.
         db_opts.set_db_write_buffer_size(MEMTABLES_MAX_BYTES);
