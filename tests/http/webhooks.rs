@@ -1,14 +1,15 @@
 //! Webhooks: retried with backoff, delivered in order and signed; dead letters that do
 //! not block and are redriven; every event delivered after a SIGKILL; https receivers
-//! trusted through `--webhook-ca-file`. The receivers here are real servers on 127.0.0.1.
+//! trusted through `--webhook-ca-file`. The receivers here are real servers on 127.0.0.1,
+//! so the servers run with `--webhook-allow-private`.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::sync::Arc;
 
 use serde_json::{json, Value};
 
 use crate::helpers::{place_many, tempdir, wait_until, Server};
+use crate::receivers::{Answer, Endpoint};
 
 #[derive(Debug, Clone)]
 struct Delivery {
@@ -25,78 +26,42 @@ struct Receiver {
     got: Arc<parking_lot::Mutex<Vec<Delivery>>>,
     down: Arc<std::sync::atomic::AtomicBool>,
     attempts: Arc<std::sync::atomic::AtomicU64>,
-    handle: actix_web::dev::ServerHandle,
+    _endpoint: Endpoint,
 }
 
 impl Receiver {
     fn start(fail_first: u64) -> Receiver {
-        use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
         let got = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let attempts = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let (g, d, a) = (got.clone(), down.clone(), attempts.clone());
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                let server = HttpServer::new(move || {
-                    let (g, d, a) = (g.clone(), d.clone(), a.clone());
-                    App::new().default_service(web::to(
-                        move |req: HttpRequest, body: web::Bytes| {
-                            let (g, d, a) = (g.clone(), d.clone(), a.clone());
-                            async move {
-                                let n = a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                                if d.load(std::sync::atomic::Ordering::SeqCst) {
-                                    return HttpResponse::ServiceUnavailable().finish();
-                                }
-                                if n < fail_first {
-                                    return HttpResponse::InternalServerError().finish();
-                                }
-                                let h = |k: &str| {
-                                    req.headers()
-                                        .get(k)
-                                        .and_then(|v| v.to_str().ok())
-                                        .unwrap_or_default()
-                                        .to_owned()
-                                };
-                                g.lock().push(Delivery {
-                                    seq: h("ordo-event-seq").parse().unwrap_or(0),
-                                    event_type: h("ordo-event-type"),
-                                    signature: h("ordo-signature"),
-                                    body: String::from_utf8_lossy(&body).into_owned(),
-                                });
-                                HttpResponse::Ok().finish()
-                            }
-                        },
-                    ))
-                })
-                .workers(1)
-                .bind("127.0.0.1:0")
-                .unwrap();
-                let addr = server.addrs()[0];
-                let server = server.run();
-                tx.send((addr, server.handle())).unwrap();
-                let _ = server.await;
+        let endpoint = Endpoint::start(move |req| {
+            let n = a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            if d.load(std::sync::atomic::Ordering::SeqCst) {
+                return Answer::status(503);
+            }
+            if n < fail_first {
+                return Answer::status(500);
+            }
+            g.lock().push(Delivery {
+                seq: req.header("ordo-event-seq").parse().unwrap_or(0),
+                event_type: req.header("ordo-event-type"),
+                signature: req.header("ordo-signature"),
+                body: req.body_text(),
             });
+            Answer::status(200)
         });
-        let (addr, handle) = rx.recv().unwrap();
         Receiver {
-            url: format!("http://{addr}/hook"),
+            url: endpoint.url.clone(),
             got,
             down,
             attempts,
-            handle,
+            _endpoint: endpoint,
         }
     }
 
     fn seqs(&self) -> Vec<u64> {
         self.got.lock().iter().map(|d| d.seq).collect()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let h = self.handle.clone();
-        std::thread::spawn(move || futures::executor::block_on(h.stop(false)));
     }
 }
 
@@ -199,13 +164,18 @@ impl TlsReceiver {
     }
 }
 
-/// Checks `Ordo-Signature: t=…,v1=…` with an HMAC computed here.
+/// Checks `Ordo-Signature: t=…,v1=…` with an HMAC computed here (the key: the bytes
+/// the `whsec_` secret encodes).
 fn signature_ok(secret: &str, sig: &str, body: &str) -> bool {
+    use base64::Engine;
     use hmac::{Hmac, Mac};
     let Some((t, v1)) = sig.strip_prefix("t=").and_then(|s| s.split_once(",v1=")) else {
         return false;
     };
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
     mac.update(format!("{t}.{body}").as_bytes());
     let want: String = mac
         .finalize()
@@ -216,7 +186,8 @@ fn signature_ok(secret: &str, sig: &str, body: &str) -> bool {
     want == v1
 }
 
-const SECRET: &str = "a-long-enough-webhook-secret";
+/// A Standard Webhooks secret: `whsec_` + base64 of 24 bytes.
+pub const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 
 /// One order paid and shipped to the end, one cancelled; returns their ids.
 async fn order_lives(s: &Server, sku: &str) -> (String, String) {
@@ -244,7 +215,13 @@ async fn webhooks_retry_then_deliver_every_order_event_in_order_signed() {
     let (_t, dir) = tempdir();
     let s = Server::start(
         &dir,
-        &["--webhook-backoff", "5ms", "--webhook-max-attempts", "10"],
+        &[
+            "--webhook-allow-private",
+            "--webhook-backoff",
+            "5ms",
+            "--webhook-max-attempts",
+            "10",
+        ],
     );
     let rx = Receiver::start(3);
     s.create_sku("HOOK-1", 10).await.ok(201);
@@ -337,7 +314,13 @@ async fn dead_letters_do_not_block_and_are_redriven_when_the_receiver_is_back() 
     let (_t, dir) = tempdir();
     let s = Server::start(
         &dir,
-        &["--webhook-backoff", "2ms", "--webhook-max-attempts", "2"],
+        &[
+            "--webhook-allow-private",
+            "--webhook-backoff",
+            "2ms",
+            "--webhook-max-attempts",
+            "2",
+        ],
     );
     let rx = Receiver::start(0);
     rx.down.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -394,7 +377,7 @@ async fn dead_letters_do_not_block_and_are_redriven_when_the_receiver_is_back() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_server_delivers_every_event_after_restart() {
     let (_t, dir) = tempdir();
-    let s = Server::start(&dir, &[]);
+    let s = Server::start(&dir, &["--webhook-allow-private"]);
     let rx = Receiver::start(0);
     s.subscribe(json!({"url": rx.url, "secret": SECRET, "after": 0}))
         .await
@@ -410,7 +393,7 @@ async fn a_sigkilled_server_delivers_every_event_after_restart() {
     drop(s);
     let delivered_before = rx.got.lock().len();
 
-    let s = Server::start(&dir, &[]);
+    let s = Server::start(&dir, &["--webhook-allow-private"]);
     let last = s.events(Some(0), Some(1000)).await.ok(200)["next"]
         .as_u64()
         .unwrap();
@@ -446,7 +429,14 @@ async fn a_sigkilled_server_delivers_every_event_after_restart() {
 async fn webhooks_deliver_over_https_to_a_receiver_trusted_through_the_ca_file() {
     let (t, dir) = tempdir();
     let rx = TlsReceiver::start(t.path());
-    let s = Server::start(&dir, &["--webhook-ca-file", rx.ca_file.to_str().unwrap()]);
+    let s = Server::start(
+        &dir,
+        &[
+            "--webhook-allow-private",
+            "--webhook-ca-file",
+            rx.ca_file.to_str().unwrap(),
+        ],
+    );
     let sub = s
         .subscribe(
             json!({"url": rx.url, "secret": SECRET, "types": ["SkuRegistered", "StockAdjusted"]}),
@@ -473,7 +463,10 @@ async fn webhooks_deliver_over_https_to_a_receiver_trusted_through_the_ca_file()
     }
     // A receiver whose certificate is not trusted fails, and the event is dead-lettered.
     let (_t2, dir2) = tempdir();
-    let s2 = Server::start(&dir2, &["--webhook-max-attempts", "1"]);
+    let s2 = Server::start(
+        &dir2,
+        &["--webhook-allow-private", "--webhook-max-attempts", "1"],
+    );
     let sub2 = s2
         .subscribe(json!({"url": rx.url, "secret": SECRET, "types": ["SkuRegistered"]}))
         .await
