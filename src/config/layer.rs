@@ -13,7 +13,7 @@ use clap::Args;
 use ordo_storage::Durability;
 use serde::Deserialize;
 
-use super::values::{self, de, ConfigError, LogFormat};
+use super::values::{self, de, ConfigError, Durations, LogFormat};
 
 /// The flags of `ordo serve`. Each is also `ORDO_<NAME>` in the environment and
 /// `<name>` (snake_case) in the config file.
@@ -75,22 +75,40 @@ pub struct ServeArgs {
     /// Event-loop threads for the SKU and order actors [default: one per core].
     #[arg(long, env = "ORDO_ACTOR_THREADS")]
     pub actor_threads: Option<usize>,
+    /// The waits before each webhook retry, e.g. `5s,5m,30m`: an event gets one attempt
+    /// more than the list has waits [default: 5s,5m,30m,2h,5h,10h,10h — eight attempts
+    /// over about 27 hours].
+    #[arg(long, env = "ORDO_WEBHOOK_RETRY_SCHEDULE", value_parser = values::durations)]
+    #[serde(deserialize_with = "de::durations")]
+    pub webhook_retry_schedule: Option<Durations>,
     /// Delivery attempts per event before it is dead-lettered (or the subscription
-    /// pauses) [default: 8].
+    /// pauses): the schedule is cut to fit, or its last wait repeated [default: one
+    /// more than the schedule's waits].
     #[arg(long, env = "ORDO_WEBHOOK_MAX_ATTEMPTS")]
     pub webhook_max_attempts: Option<u32>,
     /// Timeout of one webhook delivery [default: 10s].
     #[arg(long, env = "ORDO_WEBHOOK_TIMEOUT", value_parser = values::duration)]
     #[serde(deserialize_with = "de::duration")]
     pub webhook_timeout: Option<Duration>,
-    /// First retry delay; doubles per attempt, with full jitter [default: 500ms].
+    /// Instead of a retry schedule: a first wait that doubles per retry, up to
+    /// `--webhook-backoff-max` (the settings of earlier releases).
     #[arg(long, env = "ORDO_WEBHOOK_BACKOFF", value_parser = values::duration)]
     #[serde(deserialize_with = "de::duration")]
     pub webhook_backoff: Option<Duration>,
-    /// Longest retry delay [default: 5m].
+    /// The longest doubled wait of `--webhook-backoff` [default: 5m].
     #[arg(long, env = "ORDO_WEBHOOK_BACKOFF_MAX", value_parser = values::duration)]
     #[serde(deserialize_with = "de::duration")]
     pub webhook_backoff_max: Option<Duration>,
+    /// Deliver webhooks to loopback, private (RFC 1918, 100.64/10, fc00::/7) and
+    /// link-local targets too. Off: they are refused at creation and at delivery.
+    #[arg(
+        long,
+        env = "ORDO_WEBHOOK_ALLOW_PRIVATE",
+        num_args = 0..=1,
+        default_missing_value = "true",
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    pub webhook_allow_private: Option<bool>,
     /// PEM file of extra CA certificates trusted for https webhook receivers (besides
     /// the bundled public roots), e.g. a company CA.
     #[arg(long, env = "ORDO_WEBHOOK_CA_FILE")]
@@ -140,11 +158,13 @@ impl ServeArgs {
             shutdown_timeout: self.shutdown_timeout.or(lower.shutdown_timeout),
             sku_mailbox: self.sku_mailbox.or(lower.sku_mailbox),
             actor_threads: self.actor_threads.or(lower.actor_threads),
+            webhook_retry_schedule: self.webhook_retry_schedule.or(lower.webhook_retry_schedule),
             webhook_max_attempts: self.webhook_max_attempts.or(lower.webhook_max_attempts),
             webhook_timeout: self.webhook_timeout.or(lower.webhook_timeout),
             webhook_backoff: self.webhook_backoff.or(lower.webhook_backoff),
             webhook_backoff_max: self.webhook_backoff_max.or(lower.webhook_backoff_max),
             webhook_ca_file: self.webhook_ca_file.or(lower.webhook_ca_file),
+            webhook_allow_private: self.webhook_allow_private.or(lower.webhook_allow_private),
             sse_buffer: self.sse_buffer.or(lower.sse_buffer),
             sse_heartbeat: self.sse_heartbeat.or(lower.sse_heartbeat),
             sse_slow_timeout: self.sse_slow_timeout.or(lower.sse_slow_timeout),

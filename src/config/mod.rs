@@ -29,10 +29,10 @@ use std::time::Duration;
 use ordo_engine::EngineConfig;
 use ordo_storage::Durability;
 
-use crate::webhooks::WebhookConfig;
+use crate::webhooks::{retry, Resolver, WebhookConfig};
 
 pub use layer::ServeArgs;
-pub use values::{parse_tokens, ConfigError, LogFormat, Role};
+pub use values::{parse_tokens, ConfigError, Durations, LogFormat, Role};
 
 /// Everything `ordo serve` runs with, checked. Built by [`Settings::load`].
 #[derive(Debug, Clone, Default)]
@@ -125,16 +125,17 @@ pub struct EngineSettings {
 /// Webhook delivery (`webhook_*`).
 #[derive(Debug, Clone)]
 pub struct WebhookSettings {
-    /// `webhook_max_attempts`, clamped to 1..=100.
-    pub max_attempts: u32,
+    /// The waits before each retry; an event gets one attempt more. From
+    /// `webhook_retry_schedule`, or `webhook_backoff` doubling up to
+    /// `webhook_backoff_max`; cut or extended (its last wait repeated) to
+    /// `webhook_max_attempts` (clamped to 1..=100) when that is given.
+    pub retry_schedule: Vec<Duration>,
     /// `webhook_timeout`, longer than zero.
     pub timeout: Duration,
-    /// `webhook_backoff`: the first retry delay.
-    pub backoff: Duration,
-    /// `webhook_backoff_max`.
-    pub backoff_max: Duration,
     /// `webhook_ca_file`.
     pub ca_file: Option<PathBuf>,
+    /// `webhook_allow_private`: deliver to loopback, private and link-local targets.
+    pub allow_private: bool,
 }
 
 /// The live feed, Server-Sent Events (`sse_*`).
@@ -189,11 +190,10 @@ impl Default for EngineSettings {
 impl Default for WebhookSettings {
     fn default() -> Self {
         WebhookSettings {
-            max_attempts: 8,
+            retry_schedule: retry::DEFAULT_SCHEDULE.to_vec(),
             timeout: Duration::from_secs(10),
-            backoff: Duration::from_millis(500),
-            backoff_max: Duration::from_secs(300),
             ca_file: None,
+            allow_private: false,
         }
     }
 }
@@ -225,6 +225,7 @@ impl Settings {
     /// each field.
     fn resolve(layer: ServeArgs) -> Result<Settings, ConfigError> {
         let d = Settings::default();
+        let retry_schedule = retry_schedule(&layer)?;
         Ok(Settings {
             server: ServerSettings {
                 listen: layer.listen.unwrap_or(d.server.listen),
@@ -257,14 +258,10 @@ impl Settings {
                     .clamp(1, 256),
             },
             webhooks: WebhookSettings {
-                max_attempts: layer
-                    .webhook_max_attempts
-                    .unwrap_or(d.webhooks.max_attempts)
-                    .clamp(1, 100),
+                retry_schedule,
                 timeout: layer.webhook_timeout.unwrap_or(d.webhooks.timeout),
-                backoff: layer.webhook_backoff.unwrap_or(d.webhooks.backoff),
-                backoff_max: layer.webhook_backoff_max.unwrap_or(d.webhooks.backoff_max),
                 ca_file: layer.webhook_ca_file,
+                allow_private: layer.webhook_allow_private.unwrap_or(false),
             },
             feed: FeedSettings {
                 buffer: layer.sse_buffer.unwrap_or(d.feed.buffer).clamp(1, 1 << 20),
@@ -316,6 +313,52 @@ impl Settings {
     }
 }
 
+/// The webhook retry schedule a layer asks for (see [`WebhookSettings::retry_schedule`]).
+fn retry_schedule(layer: &ServeArgs) -> Result<Vec<Duration>, ConfigError> {
+    let doubling = layer.webhook_backoff.is_some() || layer.webhook_backoff_max.is_some();
+    let attempts = layer.webhook_max_attempts.map(|n| n.clamp(1, 100));
+    let mut schedule = match (&layer.webhook_retry_schedule, doubling) {
+        (Some(_), true) => {
+            return Err(ConfigError::Invalid {
+                key: "webhook_retry_schedule",
+                detail: "give a retry schedule or webhook_backoff (and _max), not both".into(),
+            })
+        }
+        (Some(Durations(waits)), false) => waits.clone(),
+        (None, true) => {
+            let first = layer.webhook_backoff.unwrap_or(Duration::from_millis(500));
+            let max = layer
+                .webhook_backoff_max
+                .unwrap_or(Duration::from_secs(300));
+            let retries = attempts.unwrap_or(8) - 1;
+            (0..retries)
+                .map(|i| first.saturating_mul(1u32 << i.min(20)).min(max))
+                .collect()
+        }
+        (None, false) => retry::DEFAULT_SCHEDULE.to_vec(),
+    };
+    if schedule.len() > 99 {
+        return Err(ConfigError::Invalid {
+            key: "webhook_retry_schedule",
+            detail: "at most 99 waits (100 attempts)".into(),
+        });
+    }
+    if let Some(n) = attempts {
+        let retries = (n - 1) as usize;
+        let Some(&last) = schedule.last() else {
+            if retries > 0 {
+                return Err(ConfigError::Invalid {
+                    key: "webhook_max_attempts",
+                    detail: "an empty retry schedule allows one attempt only".into(),
+                });
+            }
+            return Ok(schedule);
+        };
+        schedule.resize(retries, last);
+    }
+    Ok(schedule)
+}
+
 impl RateLimitSettings {
     fn resolve(per_second: Option<u32>, burst: Option<u32>) -> RateLimitSettings {
         let per_second = per_second.unwrap_or(0);
@@ -343,11 +386,11 @@ impl From<&EngineSettings> for EngineConfig {
 impl From<&WebhookSettings> for WebhookConfig {
     fn from(s: &WebhookSettings) -> WebhookConfig {
         WebhookConfig {
-            max_attempts: s.max_attempts,
+            retry_schedule: s.retry_schedule.clone(),
             timeout: s.timeout,
-            backoff_base: s.backoff,
-            backoff_max: s.backoff_max,
             ca_file: s.ca_file.clone(),
+            allow_private: s.allow_private,
+            resolver: Resolver::system(),
         }
     }
 }

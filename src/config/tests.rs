@@ -117,7 +117,7 @@ fn a_flag_beats_its_variable_beats_the_file_beats_the_default() {
     assert_eq!(s.server.log_format, LogFormat::Json);
     // default
     assert_eq!(s.server.shutdown_timeout, Duration::from_secs(30));
-    assert_eq!(s.webhooks.backoff, Duration::from_millis(500));
+    assert_eq!(s.webhooks.retry_schedule, retry::DEFAULT_SCHEDULE);
 
     // The file itself may come from the environment.
     let args = parse_with_env(&[], &[("ORDO_CONFIG", path)]).unwrap();
@@ -138,11 +138,17 @@ fn the_defaults_are_the_documented_ones() {
     assert_eq!(s.requests.idempotency_ttl, Duration::from_secs(24 * 3600));
     assert_eq!(s.server.shutdown_timeout, Duration::from_secs(30));
     assert_eq!(s.engine.sku_mailbox, 16_384);
-    assert_eq!(s.webhooks.max_attempts, 8);
+    // Eight attempts over more than a day: at once, 5s, 5m, 30m, 2h, 5h, 10h, 10h.
+    let schedule: Vec<u64> = s
+        .webhooks
+        .retry_schedule
+        .iter()
+        .map(|d| d.as_secs())
+        .collect();
+    assert_eq!(schedule, [5, 300, 1800, 7200, 18_000, 36_000, 36_000]);
     assert_eq!(s.webhooks.timeout, Duration::from_secs(10));
-    assert_eq!(s.webhooks.backoff, Duration::from_millis(500));
-    assert_eq!(s.webhooks.backoff_max, Duration::from_secs(300));
     assert_eq!(s.webhooks.ca_file, None);
+    assert!(!s.webhooks.allow_private);
     assert_eq!(s.feed.buffer, 1024);
     assert_eq!(s.feed.heartbeat, Duration::from_secs(15));
     assert_eq!(s.feed.slow_timeout, Duration::from_secs(10));
@@ -170,8 +176,9 @@ actor_threads = 2
 webhook_max_attempts = 4
 webhook_timeout = "3s"
 webhook_backoff = "10ms"
-webhook_backoff_max = "1m"
+webhook_backoff_max = "15ms"
 webhook_ca_file = "/etc/ca.pem"
+webhook_allow_private = true
 sse_buffer = 8
 sse_heartbeat = "2s"
 sse_slow_timeout = "250ms"
@@ -190,11 +197,14 @@ sse_slow_timeout = "250ms"
     assert_eq!(s.server.http_workers, 3);
     assert_eq!(s.server.shutdown_timeout, Duration::from_secs(5));
     assert_eq!((s.engine.sku_mailbox, s.engine.actor_threads), (64, 2));
-    assert_eq!(s.webhooks.max_attempts, 4);
+    // Four attempts: 10ms doubling, capped at 15ms.
+    assert_eq!(
+        s.webhooks.retry_schedule,
+        [10, 15, 15].map(Duration::from_millis)
+    );
     assert_eq!(s.webhooks.timeout, Duration::from_secs(3));
-    assert_eq!(s.webhooks.backoff, Duration::from_millis(10));
-    assert_eq!(s.webhooks.backoff_max, Duration::from_secs(60));
     assert_eq!(s.webhooks.ca_file, Some(PathBuf::from("/etc/ca.pem")));
+    assert!(s.webhooks.allow_private);
     assert_eq!(s.feed.buffer, 8);
     assert_eq!(s.feed.heartbeat, Duration::from_secs(2));
     assert_eq!(s.feed.slow_timeout, Duration::from_millis(250));
@@ -331,7 +341,7 @@ fn counts_out_of_range_are_clamped() {
     assert_eq!(s.server.http_workers, 1);
     assert_eq!(s.engine.actor_threads, 256);
     assert_eq!(s.engine.sku_mailbox, 16);
-    assert_eq!(s.webhooks.max_attempts, 1);
+    assert!(s.webhooks.retry_schedule.is_empty(), "one attempt");
     assert_eq!(s.feed.buffer, 1);
     assert_eq!((s.rate_limit.per_second, s.rate_limit.burst), (3, 1));
 }
@@ -356,10 +366,10 @@ fn the_subtrees_become_the_engine_and_webhook_configs() {
     assert_eq!((e.sku_mailbox, e.workers), (99, 5));
     assert_eq!(e.snapshot_every, EngineConfig::default().snapshot_every);
     let w = WebhookConfig::from(&s.webhooks);
-    assert_eq!(w.max_attempts, 3);
-    assert_eq!(w.backoff_base, Duration::from_millis(20));
-    assert_eq!(w.backoff_max, Duration::from_secs(300));
+    assert_eq!(w.max_attempts(), 3);
+    assert_eq!(w.retry_schedule, [20, 40].map(Duration::from_millis));
     assert_eq!(w.timeout, Duration::from_secs(10));
+    assert!(!w.allow_private);
 }
 
 #[test]
@@ -372,4 +382,71 @@ fn settings_never_print_a_token() {
     let shown = format!("{s:?}");
     assert!(!shown.contains("topsecret"), "{shown}");
     assert!(shown.contains("2 redacted"), "{shown}");
+}
+
+#[test]
+fn a_retry_schedule_is_read_from_every_source_and_fitted_to_max_attempts() {
+    let (_dir, f) = config_file("webhook_retry_schedule = \"1s, 2m,3h\"\n");
+    let s = Settings::load(&with_file(&f)).unwrap();
+    assert_eq!(
+        s.webhooks.retry_schedule,
+        [1, 120, 3 * 3600].map(Duration::from_secs)
+    );
+    let args = parse_with_env(
+        &[
+            "--webhook-retry-schedule",
+            "10ms,20ms",
+            "--webhook-max-attempts",
+            "5",
+        ],
+        &[],
+    )
+    .unwrap();
+    // Extended with its last wait.
+    assert_eq!(
+        Settings::load(&args).unwrap().webhooks.retry_schedule,
+        [10, 20, 20, 20].map(Duration::from_millis)
+    );
+    let args = parse_with_env(&["--webhook-max-attempts", "2"], &[]).unwrap();
+    // The default, cut.
+    assert_eq!(
+        Settings::load(&args).unwrap().webhooks.retry_schedule,
+        [Duration::from_secs(5)]
+    );
+    let args = parse_with_env(&[], &[("ORDO_WEBHOOK_RETRY_SCHEDULE", "")]).unwrap();
+    assert!(Settings::load(&args)
+        .unwrap()
+        .webhooks
+        .retry_schedule
+        .is_empty());
+
+    let e = parse_with_env(&["--webhook-retry-schedule", "5s,soon"], &[]).unwrap_err();
+    assert!(e.to_string().contains("is not a duration"), "{e}");
+    let both = parse_with_env(
+        &["--webhook-retry-schedule", "1s", "--webhook-backoff", "1s"],
+        &[],
+    )
+    .unwrap();
+    assert!(matches!(
+        Settings::load(&both),
+        Err(ConfigError::Invalid {
+            key: "webhook_retry_schedule",
+            ..
+        })
+    ));
+}
+
+#[test]
+fn private_webhook_targets_are_allowed_by_a_bare_flag_or_a_variable() {
+    let on = |flags: &[&str], env: &[(&str, &str)]| {
+        Settings::load(&parse_with_env(flags, env).unwrap())
+            .unwrap()
+            .webhooks
+            .allow_private
+    };
+    assert!(!on(&[], &[]));
+    assert!(on(&["--webhook-allow-private"], &[]));
+    assert!(!on(&["--webhook-allow-private=false"], &[]));
+    assert!(on(&[], &[("ORDO_WEBHOOK_ALLOW_PRIVATE", "true")]));
+    assert!(on(&[], &[("ORDO_WEBHOOK_ALLOW_PRIVATE", "1")]));
 }

@@ -100,6 +100,20 @@ pub(super) fn duration(s: &str) -> Result<Duration, String> {
         .map_err(|e| format!("{s:?} is not a duration like 15m or 30s: {e}"))
 }
 
+/// Durations given as one comma-separated value (`5s,5m,30m`; empty: none). A type of
+/// its own, so clap takes the whole list as one value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Durations(pub Vec<Duration>);
+
+pub(super) fn durations(s: &str) -> Result<Durations, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(duration)
+        .collect::<Result<_, _>>()
+        .map(Durations)
+}
+
 pub(super) fn socket_addr(s: &str) -> Result<SocketAddr, String> {
     s.trim()
         .parse()
@@ -131,6 +145,10 @@ pub(super) mod de {
 
     pub fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         parsed(d, super::duration)
+    }
+
+    pub fn durations<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Durations>, D::Error> {
+        parsed(d, super::durations)
     }
 
     pub fn socket_addr<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SocketAddr>, D::Error> {

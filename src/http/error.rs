@@ -181,6 +181,7 @@ impl From<crate::webhooks::WebhookError> for ApiError {
         use crate::webhooks::WebhookError as W;
         match e {
             W::Invalid(detail) => ApiError::invalid(detail),
+            W::Target(refused) => ApiError::invalid(format!("url: {refused}")),
             W::NotFound { id } => ApiError::not_found(format!("subscription {id} not found")),
             W::Store(detail) => {
                 tracing::error!(error = %detail, "webhook store");

@@ -25,7 +25,9 @@ use super::caller::{Admin, Allowed};
 use super::error::{ApiError, Problem, ProblemType};
 use super::input::ApiJson;
 use super::AppState;
-use crate::webhooks::{CreateSubscription, DeadLetter, SubscriptionView, Webhooks};
+use crate::webhooks::{
+    CreateSubscription, DeadLetter, RotateSecret, SecretView, SubscriptionView, Webhooks,
+};
 
 const PROBLEM: &str = "application/problem+json";
 
@@ -179,12 +181,14 @@ fn hooks(state: &AppState) -> Result<Arc<Webhooks>, ApiError> {
     })
 }
 
-/// Subscribe a URL to events.
+/// Subscribe a URL to events. The target must be public (not loopback, private or
+/// link-local, by address or by what its name resolves to) unless the server runs with
+/// `--webhook-allow-private`.
 #[utoipa::path(post, path = "/v1/subscriptions", tag = "subscriptions",
     request_body = CreateSubscription,
     responses(
-        (status = 201, description = "Created", body = SubscriptionView),
-        (status = 422, description = "invalid_request", body = Problem, content_type = PROBLEM),
+        (status = 201, description = "Created; `secret` only when it was generated", body = SubscriptionView),
+        (status = 422, description = "invalid_request (also a target that is not allowed)", body = Problem, content_type = PROBLEM),
     ),
     security(("bearer" = [])))]
 pub async fn create_subscription(
@@ -192,7 +196,7 @@ pub async fn create_subscription(
     state: web::Data<AppState>,
     ApiJson(body): ApiJson<CreateSubscription>,
 ) -> Result<HttpResponse, ApiError> {
-    let view = hooks(&state)?.create(body)?;
+    let view = hooks(&state)?.create(body).await?;
     Ok(HttpResponse::Created()
         .insert_header(("Location", format!("/v1/subscriptions/{}", view.id)))
         .json(view))
@@ -242,6 +246,26 @@ pub async fn delete_subscription(
     Ok(HttpResponse::build(StatusCode::NO_CONTENT).finish())
 }
 
+/// Replace the signing secret; the old one keeps signing (both signatures sent) for
+/// `grace`.
+#[utoipa::path(post, path = "/v1/subscriptions/{id}/secret", tag = "subscriptions",
+    params(("id" = String, Path, description = "Subscription id")),
+    request_body = RotateSecret,
+    responses(
+        (status = 200, description = "The new secret", body = SecretView),
+        (status = 404, description = "not_found", body = Problem, content_type = PROBLEM),
+        (status = 422, description = "invalid_request", body = Problem, content_type = PROBLEM),
+    ),
+    security(("bearer" = [])))]
+pub async fn rotate_secret(
+    _: Allowed<Admin>,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    ApiJson(body): ApiJson<RotateSecret>,
+) -> Result<HttpResponse, ApiError> {
+    Ok(HttpResponse::Ok().json(hooks(&state)?.rotate_secret(&path, body)?))
+}
+
 /// Events that failed every delivery attempt.
 #[utoipa::path(get, path = "/v1/subscriptions/{id}/dead-letters", tag = "subscriptions",
     params(("id" = String, Path, description = "Subscription id")),
@@ -264,7 +288,8 @@ pub struct Redriven {
     pub queued: usize,
 }
 
-/// Deliver the dead letters again (and resume a paused subscription).
+/// Deliver the dead letters again, and resume a paused subscription (paused by a
+/// `410 Gone`, or by `on_failure: "pause"`) from where it stopped.
 #[utoipa::path(post, path = "/v1/subscriptions/{id}/dead-letters/redrive", tag = "subscriptions",
     params(("id" = String, Path, description = "Subscription id")),
     responses(

@@ -39,7 +39,8 @@ impl Modify for BearerAuth {
         list_events, healthz, readyz, metrics, openapi,
         super::feed::live_events, super::feed::create_subscription,
         super::feed::list_subscriptions, super::feed::get_subscription,
-        super::feed::delete_subscription, super::feed::dead_letters, super::feed::redrive
+        super::feed::delete_subscription, super::feed::rotate_secret, super::feed::dead_letters,
+        super::feed::redrive
     ),
     components(schemas(
         Problem, ProblemType, PutSkuBody, StockAdjustmentBody, CreateOrderBody, LineBody,
@@ -47,14 +48,15 @@ impl Modify for BearerAuth {
         dto::SkuView, dto::OrderView, dto::Status, dto::PaymentOutcome, dto::ShipmentStep,
         dto::OrderLine, dto::HistoryEntry, dto::FailureReason,
         crate::webhooks::CreateSubscription, crate::webhooks::SubscriptionView,
-        crate::webhooks::DeadLetter, crate::webhooks::OnFailure, super::feed::Redriven
+        crate::webhooks::DeadLetter, crate::webhooks::OnFailure, crate::webhooks::RotateSecret,
+        crate::webhooks::SecretView, super::feed::Redriven
     )),
     modifiers(&BearerAuth),
     tags(
         (name = "skus", description = "Catalogue and stock"),
         (name = "orders", description = "The order saga"),
         (name = "events", description = "The event log and its live feed"),
-        (name = "subscriptions", description = "Webhooks: signed, ordered, at-least-once deliveries with retries and dead letters"),
+        (name = "subscriptions", description = "Webhooks by the Standard Webhooks spec: signed, ordered, at-least-once deliveries to public targets, with retries, dead letters and secret rotation"),
         (name = "operations", description = "Health, readiness, metrics, this document")
     )
 )]

@@ -84,6 +84,11 @@ pub fn register<R: Routes>(r: &mut R) {
         super::feed::delete_subscription,
     );
     r.add(
+        Method::POST,
+        "/v1/subscriptions/{id}/secret",
+        super::feed::rotate_secret,
+    );
+    r.add(
         Method::GET,
         "/v1/subscriptions/{id}/dead-letters",
         super::feed::dead_letters,

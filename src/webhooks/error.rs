@@ -7,6 +7,10 @@ pub enum WebhookError {
     /// The request is not a valid subscription (url, secret, types, cursor).
     #[error("invalid subscription: {0}")]
     Invalid(String),
+    /// The target is not allowed (private, loopback, link-local), or its name does not
+    /// resolve.
+    #[error("url: {0}")]
+    Target(#[from] super::Refused),
     /// No subscription has this id.
     #[error("subscription {id} not found")]
     NotFound { id: String },

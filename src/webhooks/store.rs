@@ -8,9 +8,9 @@
 
 use std::sync::Arc;
 
-use ordo_storage::Store;
+use ordo_storage::{Store, StoreIdentity};
 
-use super::{DeadLetter, Stored, WebhookError};
+use super::{DeadLetter, Record, WebhookError};
 
 fn sub_key(id: &str) -> String {
     format!("webhook/sub/{id}")
@@ -47,9 +47,14 @@ impl WebhookStore {
         WebhookStore { store }
     }
 
+    /// The store's id and incarnation: with a seq, they make a `webhook-id`.
+    pub(super) fn identity(&self) -> Result<StoreIdentity, WebhookError> {
+        self.store.identity().map_err(store_err)
+    }
+
     /// Every stored subscription, in id order; one that does not decode is logged and
     /// skipped.
-    pub(super) fn subscriptions(&self) -> Result<Vec<Stored>, WebhookError> {
+    pub(super) fn subscriptions(&self) -> Result<Vec<Record>, WebhookError> {
         let rows = self.store.scan_meta("webhook/sub/").map_err(store_err)?;
         Ok(rows
             .into_iter()
@@ -63,10 +68,11 @@ impl WebhookStore {
             .collect())
     }
 
-    pub(super) fn put_subscription(&self, sub: &Stored) -> Result<(), WebhookError> {
-        let bytes = serde_json::to_vec(sub).map_err(store_err)?;
+    /// Stores a subscription's record (a new one, or its new secrets).
+    pub(super) fn put_subscription(&self, record: &Record) -> Result<(), WebhookError> {
+        let bytes = serde_json::to_vec(record).map_err(store_err)?;
         self.store
-            .put_meta(&sub_key(&sub.id), &bytes)
+            .put_meta(&sub_key(&record.sub.id), &bytes)
             .map_err(store_err)
     }
 

@@ -29,5 +29,5 @@ pub use journal::{
 pub use metrics::JournalMetrics;
 pub use store::{
     now_ms, Durability, EventIter, IdempotencyRecord, PutOutcome, SnapshotRecord, Store,
-    StoreOptions, STORE_FORMAT,
+    StoreIdentity, StoreOptions, STORE_FORMAT,
 };

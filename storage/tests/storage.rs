@@ -1027,3 +1027,38 @@ fn the_wal_stays_within_its_bound() {
     );
     assert_eq!(store.read_stream("sku/wal", 2999).unwrap().len(), 2);
 }
+
+#[test]
+fn a_store_keeps_the_id_it_was_given_once_and_a_restore_raises_its_incarnation() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = {
+        let store = open(dir.path(), Durability::Sync);
+        let id = store.identity().unwrap();
+        assert_eq!(id.id.len(), 26, "{id:?}");
+        assert_eq!(id.incarnation, 0);
+        id
+    };
+    let store = open(dir.path(), Durability::Sync);
+    assert_eq!(store.identity().unwrap(), first, "the id is made once");
+    assert_eq!(store.raise_incarnation().unwrap(), 1);
+    drop(store);
+    let store = open(dir.path(), Durability::Sync);
+    assert_eq!(store.identity().unwrap().id, first.id);
+    assert_eq!(store.identity().unwrap().incarnation, 1);
+
+    // A store of an earlier release (no id, no incarnation) gets an id at its first open.
+    store.delete_meta("store_id").unwrap();
+    store.delete_meta("incarnation").unwrap();
+    drop(store);
+    let store = open(dir.path(), Durability::Sync);
+    let upgraded = store.identity().unwrap();
+    assert_ne!(upgraded.id, first.id);
+    assert_eq!(upgraded.incarnation, 0);
+
+    let other = tempfile::tempdir().unwrap();
+    assert_ne!(
+        open(other.path(), Durability::Sync).identity().unwrap().id,
+        upgraded.id,
+        "every store has its own id"
+    );
+}

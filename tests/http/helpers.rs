@@ -286,9 +286,28 @@ impl Server {
             .await
     }
 
+    /// `POST /v1/subscriptions/{id}/secret` with `body` as given (`{secret?, grace}`).
+    pub async fn rotate_secret(&self, id: &str, body: Value) -> Resp {
+        self.post(&format!("/v1/subscriptions/{id}/secret"), body)
+            .await
+    }
+
     pub async fn dead_letters(&self, id: &str) -> Resp {
         self.get(&format!("/v1/subscriptions/{id}/dead-letters"))
             .await
+    }
+
+    /// The dead letters of `id` once there are `n` (a hang guard of 60 s).
+    pub async fn dead_letters_once(&self, id: &str, n: usize) -> Value {
+        wait_until(&format!("{n} dead letters"), 60, || async {
+            self.dead_letters(id)
+                .await
+                .json()
+                .as_array()
+                .is_some_and(|a| a.len() == n)
+        })
+        .await;
+        self.dead_letters(id).await.ok(200)
     }
 
     pub async fn redrive(&self, id: &str) -> Resp {

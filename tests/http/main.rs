@@ -15,5 +15,8 @@ mod input;
 mod openapi;
 mod ops;
 mod orders;
+mod receivers;
 mod skus;
+mod standard_webhooks;
+mod webhook_targets;
 mod webhooks;

@@ -1,7 +1,8 @@
 //! Webhooks: retried with backoff, delivered in order and signed; dead letters that do
 //! not block and are redriven; every event delivered after a SIGKILL; a delivery in
 //! flight at SIGTERM finished before the server stops; https receivers trusted through
-//! `--webhook-ca-file`. The receivers here are real servers on 127.0.0.1.
+//! `--webhook-ca-file`. The receivers here are real servers on 127.0.0.1, so the
+//! servers run with `--webhook-allow-private`.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -231,13 +232,18 @@ impl TlsReceiver {
     }
 }
 
-/// Checks `Ordo-Signature: t=…,v1=…` with an HMAC computed here.
+/// Checks `Ordo-Signature: t=…,v1=…` with an HMAC computed here (the key: the bytes
+/// the `whsec_` secret encodes).
 fn signature_ok(secret: &str, sig: &str, body: &str) -> bool {
+    use base64::Engine;
     use hmac::{Hmac, Mac};
     let Some((t, v1)) = sig.strip_prefix("t=").and_then(|s| s.split_once(",v1=")) else {
         return false;
     };
-    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(secret.strip_prefix("whsec_").unwrap())
+        .unwrap();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(&key).unwrap();
     mac.update(format!("{t}.{body}").as_bytes());
     let want: String = mac
         .finalize()
@@ -248,7 +254,8 @@ fn signature_ok(secret: &str, sig: &str, body: &str) -> bool {
     want == v1
 }
 
-const SECRET: &str = "a-long-enough-webhook-secret";
+/// A Standard Webhooks secret: `whsec_` + base64 of 24 bytes.
+pub const SECRET: &str = "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD";
 
 /// Subscribes `url` to `types` (signed with [`SECRET`]); the subscription's id.
 async fn subscribe_to(s: &Server, url: &str, types: &[&str]) -> String {
@@ -297,7 +304,13 @@ async fn webhooks_retry_then_deliver_every_order_event_in_order_signed() {
     let (_t, dir) = tempdir();
     let s = Server::start(
         &dir,
-        &["--webhook-backoff", "5ms", "--webhook-max-attempts", "10"],
+        &[
+            "--webhook-allow-private",
+            "--webhook-backoff",
+            "5ms",
+            "--webhook-max-attempts",
+            "10",
+        ],
     );
     let rx = Receiver::start(3);
     s.create_sku("HOOK-1", 10).await.ok(201);
@@ -390,7 +403,13 @@ async fn dead_letters_do_not_block_and_are_redriven_when_the_receiver_is_back() 
     let (_t, dir) = tempdir();
     let s = Server::start(
         &dir,
-        &["--webhook-backoff", "2ms", "--webhook-max-attempts", "2"],
+        &[
+            "--webhook-allow-private",
+            "--webhook-backoff",
+            "2ms",
+            "--webhook-max-attempts",
+            "2",
+        ],
     );
     let rx = Receiver::start(0);
     rx.down.store(true, std::sync::atomic::Ordering::SeqCst);
@@ -441,7 +460,7 @@ async fn dead_letters_do_not_block_and_are_redriven_when_the_receiver_is_back() 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_server_delivers_every_event_after_restart() {
     let (_t, dir) = tempdir();
-    let s = Server::start(&dir, &[]);
+    let s = Server::start(&dir, &["--webhook-allow-private"]);
     let rx = Receiver::start(0);
     s.subscribe(json!({"url": rx.url, "secret": SECRET, "after": 0}))
         .await
@@ -457,7 +476,7 @@ async fn a_sigkilled_server_delivers_every_event_after_restart() {
     drop(s);
     let delivered_before = rx.got.lock().len();
 
-    let s = Server::start(&dir, &[]);
+    let s = Server::start(&dir, &["--webhook-allow-private"]);
     let last = s.events(Some(0), Some(1000)).await.ok(200)["next"]
         .as_u64()
         .unwrap();
@@ -493,7 +512,14 @@ async fn a_sigkilled_server_delivers_every_event_after_restart() {
 async fn webhooks_deliver_over_https_to_a_receiver_trusted_through_the_ca_file() {
     let (t, dir) = tempdir();
     let rx = TlsReceiver::start(t.path());
-    let s = Server::start(&dir, &["--webhook-ca-file", rx.ca_file.to_str().unwrap()]);
+    let s = Server::start(
+        &dir,
+        &[
+            "--webhook-allow-private",
+            "--webhook-ca-file",
+            rx.ca_file.to_str().unwrap(),
+        ],
+    );
     let sub = s
         .subscribe(
             json!({"url": rx.url, "secret": SECRET, "types": ["SkuRegistered", "StockAdjusted"]}),
@@ -520,7 +546,10 @@ async fn webhooks_deliver_over_https_to_a_receiver_trusted_through_the_ca_file()
     }
     // A receiver whose certificate is not trusted fails, and the event is dead-lettered.
     let (_t2, dir2) = tempdir();
-    let s2 = Server::start(&dir2, &["--webhook-max-attempts", "1"]);
+    let s2 = Server::start(
+        &dir2,
+        &["--webhook-allow-private", "--webhook-max-attempts", "1"],
+    );
     let id2 = subscribe_to(&s2, &rx.url, &["SkuRegistered"]).await;
     s2.create_sku("TLS-2", 1).await.ok(201);
     wait_until("a dead letter for the untrusted receiver", 60, || async {
@@ -546,6 +575,7 @@ async fn a_delivery_in_flight_at_sigterm_is_finished_and_not_dead_lettered() {
     let (_t, dir) = tempdir();
     // Bounds far above the test's own waits, so neither cuts the delivery short.
     let flags = [
+        "--webhook-allow-private",
         "--shutdown-timeout",
         "120s",
         "--webhook-timeout",
@@ -592,7 +622,7 @@ async fn a_delivery_in_flight_at_sigterm_is_finished_and_not_dead_lettered() {
     // Delivered, as the store says after a restart: the cursor is past the event and
     // there is no dead letter. (A cursor moved by sending the event again after the
     // restart would show in the receiver's count, read after the view.)
-    let s = Server::start(&dir, &[]);
+    let s = Server::start(&dir, &["--webhook-allow-private"]);
     let view = s.subscription(&id).await.ok(200);
     assert_eq!(view["cursor"], seq, "{view}");
     assert_eq!(view["dead_letters"], 0, "{view}");

@@ -20,6 +20,8 @@ mod idempotency;
 mod meta;
 mod snapshots;
 
+pub use meta::StoreIdentity;
+
 pub(crate) const CF_EVENTS: &str = "events";
 pub(crate) const CF_STREAMS: &str = "streams";
 pub(crate) const CF_SNAPSHOTS: &str = "snapshots";
@@ -31,6 +33,8 @@ pub(crate) const CF_META: &str = "meta";
 pub const STORE_FORMAT: u32 = 1;
 pub(crate) const META_FORMAT: &[u8] = b"format";
 pub(crate) const META_LAST_SEQ: &[u8] = b"last_seq";
+pub(crate) const META_STORE_ID: &[u8] = b"store_id";
+pub(crate) const META_INCARNATION: &[u8] = b"incarnation";
 
 /// How durable an acknowledged append is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -233,6 +237,7 @@ impl Store {
             _env: env,
         };
         store.check_format()?;
+        store.ensure_store_id()?;
         Ok(Arc::new(store))
     }
 
