@@ -24,6 +24,12 @@
 //! Snapshots are never part of a command's append: a due snapshot is its own append,
 //! queued after the events it covers (so it is never durable before them).
 
+mod place;
+mod snapshot;
+
+use place::Flush;
+pub(crate) use place::{Placed, SinglePlace};
+
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -34,14 +40,11 @@ use ordo_storage::{Append, AppendTicket, Completion, IdempotencyWrite, Journal};
 use parking_lot::RwLock;
 use tokio::sync::oneshot;
 
-use crate::domain::order::{self, Order, OrderLine};
 use crate::domain::sku::{self, Sku, SkuCommand, SkuView};
-use crate::domain::{Aggregate, DomainError};
+use crate::domain::DomainError;
 use crate::engine::aggregate;
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::idempotency::{self, Idempotency, Outcome};
-use crate::engine::placement::place_command;
-use crate::engine::view::OrderView;
 
 /// A live SKU actor in the registry, with the count of messages queued for it.
 #[derive(Clone)]
@@ -130,28 +133,6 @@ pub(crate) enum SkuReq {
     HoldForTest { until: oneshot::Receiver<()> },
 }
 
-/// A single-line order for the SKU actor to place.
-pub(crate) struct SinglePlace {
-    pub(crate) order_id: String,
-    pub(crate) customer_id: String,
-    pub(crate) qty: u32,
-    pub(crate) ttl_ms: u64,
-    pub(crate) trace: Option<Arc<str>>,
-    pub(crate) idem: Option<Idempotency>,
-    pub(crate) reply: oneshot::Sender<Placed>,
-}
-
-/// How a single-line placement ended.
-pub(crate) enum Placed {
-    /// Stored (durable): PENDING, or FAILED ([`EngineError::OrderFailed`]); with the
-    /// order's state.
-    Stored(EngineResult<OrderView>, Box<Order>),
-    /// Refused before anything changed (no answer kept yet).
-    Refused(EngineError),
-    /// The append was not stored (the journal stopped).
-    NotStored(EngineError),
-}
-
 pub(crate) struct SkuActor {
     stream: Arc<str>,
     state: Sku,
@@ -171,14 +152,6 @@ pub(crate) struct SkuActor {
     view: Arc<RwLock<SkuView>>,
     /// A snapshot is being written off the actor thread.
     snapshotting: Arc<AtomicBool>,
-}
-
-/// Hands the actor's collected appends to the journal (scheduled by the first placement
-/// of a batch; runs once the mailbox is drained).
-struct Flush;
-
-impl Message for Flush {
-    type Result = ();
 }
 
 impl SkuActor {
@@ -246,50 +219,6 @@ impl SkuActor {
         });
         self.snapshot_if_due(due);
         ticket
-    }
-
-    /// Takes a snapshot once `due` events were applied since the last one. A small state
-    /// is encoded here and queued in an append of its own, after the events it covers. A
-    /// large one (a hot SKU's many holds) is cloned — O(1): its maps are persistent — and
-    /// encoded and written on a thread of its own once what it covers is durable, so
-    /// neither the actor nor the journal's fsynced batches wait for O(holds) work.
-    fn snapshot_if_due(&mut self, due: u64) {
-        if self.since_snapshot < due {
-            return;
-        }
-        self.since_snapshot = 0;
-        if self.state.holds.len() < OFF_THREAD_SNAPSHOT_HOLDS {
-            // Nobody waits for it. A snapshot that cannot be encoded is skipped (logged):
-            // recovery reads the stream instead.
-            if let Ok(snap) = aggregate::snapshot(&self.state, &self.stream) {
-                drop(self.journal.append(Append {
-                    snapshots: vec![snap],
-                    ..Append::default()
-                }));
-            }
-            return;
-        }
-        if self.snapshotting.swap(true, Ordering::AcqRel) {
-            return; // the previous one is still being written
-        }
-        let (state, stream) = (self.state.clone(), self.stream.clone());
-        let (journal, busy) = (self.journal.clone(), self.snapshotting.clone());
-        let spawned = std::thread::Builder::new()
-            .name("ordo-snapshot".into())
-            .spawn(move || {
-                write_snapshot_cache(&journal, &state, &stream);
-                busy.store(false, Ordering::Release);
-            });
-        if let Err(e) = spawned {
-            tracing::warn!(sku = %self.state.sku, error = %e, "cannot start a snapshot thread; snapshot skipped");
-            self.snapshotting.store(false, Ordering::Release);
-        }
-    }
-
-    /// Events between snapshots: at least `snapshot_every`, and at least as many as there
-    /// are holds, so a snapshot's cost per event stays constant.
-    fn snapshot_due(&self) -> u64 {
-        self.snapshot_every.max(self.state.holds.len() as u64)
     }
 }
 
@@ -413,34 +342,6 @@ impl SkuActor {
     }
 }
 
-/// Holds from which a SKU's snapshot is written off the actor thread.
-const OFF_THREAD_SNAPSHOT_HOLDS: usize = 4096;
-
-/// Encodes `state` and stores it as `stream`'s snapshot cache once everything queued
-/// before now (so every event it covers) is durable. Runs on a snapshot thread.
-fn write_snapshot_cache(journal: &Journal, state: &Sku, stream: &Arc<str>) {
-    let Ok(snap) = aggregate::snapshot(state, stream) else {
-        return; // logged
-    };
-    let written = journal
-        .append(Append::default())
-        .wait()
-        .and_then(|barrier| {
-            journal
-                .store()
-                .save_snapshot_cache(&ordo_storage::SnapshotRecord {
-                    stream: stream.to_string(),
-                    version: snap.version,
-                    seq: barrier.last_seq,
-                    schema: snap.schema,
-                    state: snap.state,
-                })
-        });
-    if let Err(e) = written {
-        tracing::warn!(stream = %stream, error = %e, "snapshot not written; recovery reads the stream");
-    }
-}
-
 /// Answers `reply` with `value` once `ticket` is durable (or with the storage error).
 pub(crate) fn reply_when_durable<T: Send + 'static>(
     ticket: AppendTicket,
@@ -539,112 +440,6 @@ impl Handler<SkuMsg> for SkuActor {
                     let _ = until.await;
                 }));
             }
-        }
-    }
-}
-
-impl Handler<Flush> for SkuActor {
-    type Result = ();
-
-    fn handle(&mut self, _: Flush, _ctx: &mut Self::Context) {
-        self.flush();
-    }
-}
-
-impl SkuActor {
-    /// Places a single-line order: decides the reservation and the order together, and
-    /// collects their one append (with the idempotency record) for the next flush. The
-    /// caller is answered by the journal's completion once it is durable. An order the
-    /// SKU cannot serve (out of stock, over the limit) is placed FAILED the same way.
-    fn handle_place(&mut self, p: SinglePlace) {
-        let SinglePlace {
-            order_id,
-            customer_id,
-            qty,
-            ttl_ms,
-            trace,
-            idem,
-            reply,
-        } = p;
-        if reply.is_closed() {
-            return; // the caller went away before this was taken up: nothing changes
-        }
-        let reserve = SkuCommand::Reserve {
-            order_id: order_id.clone(),
-            customer_id: customer_id.clone(),
-            qty,
-        };
-        let (sku_events, failure) = match sku::decide(&self.state, &reserve) {
-            Ok(events) => (events, None),
-            Err(e @ (DomainError::OutOfStock { .. } | DomainError::LimitExceeded { .. })) => {
-                (Vec::new(), Some(e))
-            }
-            Err(e) => {
-                let _ = reply.send(Placed::Refused(e.into()));
-                return;
-            }
-        };
-        let now = ordo_storage::now_ms();
-        let line = OrderLine {
-            sku: self.state.sku.clone(),
-            qty,
-            unit_price_minor: self.state.price_minor,
-        };
-        let cmd = place_command(
-            order_id.clone(),
-            customer_id,
-            vec![line],
-            self.state.currency.clone(),
-            now,
-            ttl_ms,
-            failure.as_ref(),
-        );
-        let mut order = Order::default();
-        let order_events = match order::decide(&order, &cmd) {
-            Ok(events) => events,
-            Err(e) => {
-                let _ = reply.send(Placed::Refused(e.into()));
-                return;
-            }
-        };
-        // Decided: apply both, one append.
-        let mut events = aggregate::stage(&mut self.state, &self.stream, &sku_events, now, &trace);
-        self.since_snapshot += sku_events.len() as u64;
-        let order_stream: Arc<str> = Arc::from(<Order as Aggregate>::stream(&order_id));
-        events.extend(aggregate::stage(
-            &mut order,
-            &order_stream,
-            &order_events,
-            now,
-            &trace,
-        ));
-        let view = OrderView::from(&order);
-        let result = match failure {
-            None => Ok(view),
-            Some(reason) => Err(EngineError::OrderFailed {
-                order: Box::new(view),
-                reason,
-            }),
-        };
-        let append = Append {
-            events,
-            idempotency: idempotency::write(idem.as_ref(), Outcome::Order(result.as_ref()), true),
-            minted: Some(order_stream),
-            ..Append::default()
-        };
-        let order = Box::new(order);
-        let done = Completion::call(move |stored| {
-            let _ = reply.send(match stored {
-                Ok(_) => Placed::Stored(result, order),
-                Err(e) => Placed::NotStored(e.into()),
-            });
-        });
-        self.outbox.push((append, done));
-        if self.since_snapshot >= self.snapshot_due() {
-            // The snapshot follows the events it covers.
-            self.flush();
-            let due = self.snapshot_due();
-            self.snapshot_if_due(due);
         }
     }
 }
