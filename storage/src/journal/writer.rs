@@ -252,6 +252,19 @@ impl Writer {
         for (key, value) in &req.meta {
             b.wb.put_cf(store.cf(CF_META), key.as_bytes(), value);
         }
+        self.stage_idempotency(req, b)?;
+        b.n_events += req.events.len() as u64;
+        // `next >= 1` always; an append of snapshots only gets the empty range.
+        Ok(Receipt {
+            first_seq: first,
+            last_seq: b.next - 1,
+        })
+    }
+
+    /// Stages the append's idempotency record, and deletes the expired records it names
+    /// that are still the ones found expired.
+    fn stage_idempotency(&self, req: &Append, b: &mut Batch) -> Result<()> {
+        let store = &self.store;
         if let Some(w) = &req.idempotency {
             b.wb.put_cf(
                 store.cf(CF_IDEMPOTENCY),
@@ -275,12 +288,7 @@ impl Writer {
                 }
             }
         }
-        b.n_events += req.events.len() as u64;
-        // `next >= 1` always; an append of snapshots only gets the empty range.
-        Ok(Receipt {
-            first_seq: first,
-            last_seq: b.next - 1,
-        })
+        Ok(())
     }
 
     /// Writes the staged batch, then answers every caller and requeues the deferred

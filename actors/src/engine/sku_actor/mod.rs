@@ -43,7 +43,7 @@ use tokio::sync::oneshot;
 use crate::domain::sku::{self, Sku, SkuCommand, SkuView};
 use crate::domain::DomainError;
 use crate::engine::aggregate;
-use crate::engine::error::{EngineError, EngineResult};
+use crate::engine::error::EngineResult;
 use crate::engine::idempotency::{self, Idempotency, Outcome};
 
 /// A live SKU actor in the registry, with the count of messages queued for it.
@@ -342,6 +342,32 @@ impl SkuActor {
     }
 }
 
+impl SkuActor {
+    /// One line of a saga's reservations: answered at once with the captured unit price
+    /// (the order's own append comes later in the same log; see the module docs).
+    fn reserve_line(
+        &mut self,
+        cmd: SkuCommand,
+        currency: Option<String>,
+        trace: Option<Arc<str>>,
+    ) -> EngineResult<(i64, String)> {
+        if let Some(c) = currency.filter(|c| self.state.registered && *c != self.state.currency) {
+            return Err(DomainError::CurrencyMismatch {
+                first: c,
+                other: self.state.currency.clone(),
+            }
+            .into());
+        }
+        let events = sku::decide(&self.state, &cmd)?;
+        if !events.is_empty() {
+            // The ticket is not awaited here: see the module docs.
+            drop(self.persist(&events, trace, |_| None));
+            self.publish();
+        }
+        Ok((self.state.price_minor, self.state.currency.clone()))
+    }
+}
+
 /// Answers `reply` with `value` once `ticket` is durable (or with the storage error).
 pub(crate) fn reply_when_durable<T: Send + 'static>(
     ticket: AppendTicket,
@@ -392,30 +418,12 @@ impl Handler<SkuMsg> for SkuActor {
                 trace,
                 reply,
             } => {
-                if let Some(c) =
-                    currency.filter(|c| self.state.registered && *c != self.state.currency)
-                {
-                    let _ = reply.send(Err(DomainError::CurrencyMismatch {
-                        first: c,
-                        other: self.state.currency.clone(),
-                    }
-                    .into()));
-                    return;
-                }
                 let cmd = SkuCommand::Reserve {
                     order_id,
                     customer_id,
                     qty,
                 };
-                let res = sku::decide(&self.state, &cmd).map(|events| {
-                    if !events.is_empty() {
-                        // The ticket is not awaited here: see the module docs.
-                        drop(self.persist(&events, trace, |_| None));
-                        self.publish();
-                    }
-                    (self.state.price_minor, self.state.currency.clone())
-                });
-                let _ = reply.send(res.map_err(EngineError::from));
+                let _ = reply.send(self.reserve_line(cmd, currency, trace));
             }
             SkuReq::Place(_) => {} // handled above
             SkuReq::Get { reply } => {

@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use super::SkuActor;
 use crate::domain::order::{self, Order, OrderLine};
 use crate::domain::sku::{self, SkuCommand};
-use crate::domain::{Aggregate, DomainError};
+use crate::domain::{Aggregate, DomainError, OrderEvent, SkuEvent};
 use crate::engine::aggregate;
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::idempotency::{self, Idempotency, Outcome};
@@ -74,47 +74,23 @@ impl SkuActor {
         if reply.is_closed() {
             return; // the caller went away before this was taken up: nothing changes
         }
-        let reserve = SkuCommand::Reserve {
-            order_id: order_id.clone(),
-            customer_id: customer_id.clone(),
-            qty,
-        };
-        let (sku_events, failure) = match sku::decide(&self.state, &reserve) {
-            Ok(events) => (events, None),
-            Err(e @ (DomainError::OutOfStock { .. } | DomainError::LimitExceeded { .. })) => {
-                (Vec::new(), Some(e))
-            }
-            Err(e) => {
-                let _ = reply.send(Placed::Refused(e.into()));
-                return;
-            }
-        };
         let now = ordo_storage::now_ms();
-        let line = OrderLine {
-            sku: self.state.sku.clone(),
-            qty,
-            unit_price_minor: self.state.price_minor,
-        };
-        let cmd = place_command(
-            order_id.clone(),
-            customer_id,
-            vec![line],
-            self.state.currency.clone(),
-            now,
-            ttl_ms,
-            failure.as_ref(),
-        );
-        let mut order = Order::default();
-        let order_events = match order::decide(&order, &cmd) {
-            Ok(events) => events,
+        let decided = match self.decide_single(&order_id, customer_id, qty, ttl_ms, now) {
+            Ok(d) => d,
             Err(e) => {
-                let _ = reply.send(Placed::Refused(e.into()));
+                let _ = reply.send(Placed::Refused(e));
                 return;
             }
         };
         // Decided: apply both, one append.
+        let Decided {
+            sku_events,
+            failure,
+            order_events,
+        } = decided;
         let mut events = aggregate::stage(&mut self.state, &self.stream, &sku_events, now, &trace);
         self.since_snapshot += sku_events.len() as u64;
+        let mut order = Order::default();
         let order_stream: Arc<str> = Arc::from(<Order as Aggregate>::stream(&order_id));
         events.extend(aggregate::stage(
             &mut order,
@@ -152,4 +128,55 @@ impl SkuActor {
             self.snapshot_if_due(due);
         }
     }
+
+    /// Decides the reservation and the order's placement, applying nothing: the SKU's
+    /// events (none when it cannot serve the order), why it cannot, and the order's events.
+    fn decide_single(
+        &self,
+        order_id: &str,
+        customer_id: String,
+        qty: u32,
+        ttl_ms: u64,
+        now: u64,
+    ) -> EngineResult<Decided> {
+        let reserve = SkuCommand::Reserve {
+            order_id: order_id.to_owned(),
+            customer_id: customer_id.clone(),
+            qty,
+        };
+        let (sku_events, failure) = match sku::decide(&self.state, &reserve) {
+            Ok(events) => (events, None),
+            Err(e @ (DomainError::OutOfStock { .. } | DomainError::LimitExceeded { .. })) => {
+                (Vec::new(), Some(e))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let line = OrderLine {
+            sku: self.state.sku.clone(),
+            qty,
+            unit_price_minor: self.state.price_minor,
+        };
+        let cmd = place_command(
+            order_id.to_owned(),
+            customer_id,
+            vec![line],
+            self.state.currency.clone(),
+            now,
+            ttl_ms,
+            failure.as_ref(),
+        );
+        let order_events = order::decide(&Order::default(), &cmd)?;
+        Ok(Decided {
+            sku_events,
+            failure,
+            order_events,
+        })
+    }
+}
+
+/// What [`SkuActor::decide_single`] decided.
+struct Decided {
+    sku_events: Vec<SkuEvent>,
+    failure: Option<DomainError>,
+    order_events: Vec<OrderEvent>,
 }
