@@ -45,6 +45,11 @@ pub struct ServeArgs {
     // refused value, token and all, in its error.
     #[arg(long, env = "ORDO_AUTH_TOKENS", hide_env_values = true)]
     pub auth_tokens: Option<String>,
+    /// Without tokens (loopback mode): more `Host` names a browser may use for this
+    /// server, as `name[:port],...` (no port: the listen port). localhost, 127.0.0.1,
+    /// [::1] and the listen address are always allowed [default: none].
+    #[arg(long, env = "ORDO_ALLOWED_HOSTS")]
+    pub allowed_hosts: Option<String>,
     /// human or json [default: human].
     #[arg(long, env = "ORDO_LOG_FORMAT", value_enum)]
     pub log_format: Option<LogFormat>,
@@ -149,6 +154,7 @@ impl ServeArgs {
             durability: self.durability.or(lower.durability),
             reservation_ttl: self.reservation_ttl.or(lower.reservation_ttl),
             auth_tokens: self.auth_tokens.or(lower.auth_tokens),
+            allowed_hosts: self.allowed_hosts.or(lower.allowed_hosts),
             log_format: self.log_format.or(lower.log_format),
             max_body_bytes: self.max_body_bytes.or(lower.max_body_bytes),
             rate_limit: self.rate_limit.or(lower.rate_limit),

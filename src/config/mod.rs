@@ -32,7 +32,9 @@ use ordo_storage::Durability;
 use crate::webhooks::{retry, Resolver, WebhookConfig};
 
 pub use layer::ServeArgs;
-pub use values::{parse_tokens, ConfigError, Durations, LogFormat, Role};
+pub use values::{
+    parse_allowed_hosts, parse_tokens, ConfigError, Durations, HostPort, LogFormat, Role,
+};
 
 /// Everything `ordo serve` runs with, checked. Built by [`Settings::load`].
 #[derive(Debug, Clone, Default)]
@@ -70,11 +72,16 @@ pub struct RequestSettings {
     pub idempotency_ttl: Duration,
 }
 
-/// Bearer tokens (`auth_tokens`). None: every request is allowed, loopback binds only.
+/// Bearer tokens (`auth_tokens`). None: every request is allowed, loopback binds only,
+/// and requests are held to the loopback checks (`Host`, `Origin`; see
+/// `http::loopback`).
 #[derive(Clone, Default)]
 pub struct AuthSettings {
     /// token → role.
     pub tokens: HashMap<String, Role>,
+    /// `allowed_hosts`: names a browser may use for this server in loopback mode, besides
+    /// localhost, 127.0.0.1, [::1] and the listen address. Without a port, the listen port.
+    pub allowed_hosts: Vec<HostPort>,
 }
 
 impl AuthSettings {
@@ -94,6 +101,7 @@ impl std::fmt::Debug for AuthSettings {
                 "tokens",
                 &format_args!("<{} redacted: {roles:?}>", roles.len()),
             )
+            .field("allowed_hosts", &self.allowed_hosts)
             .finish()
     }
 }
@@ -244,6 +252,10 @@ impl Settings {
                 tokens: match layer.auth_tokens.as_deref() {
                     Some(s) => parse_tokens(s)?,
                     None => HashMap::new(),
+                },
+                allowed_hosts: match layer.allowed_hosts.as_deref() {
+                    Some(s) => parse_allowed_hosts(s)?,
+                    None => Vec::new(),
                 },
             },
             rate_limit: RateLimitSettings::resolve(layer.rate_limit, layer.rate_burst),

@@ -132,6 +132,7 @@ fn the_defaults_are_the_documented_ones() {
     assert_eq!(s.engine.durability, Durability::Sync);
     assert_eq!(s.engine.reservation_ttl, Duration::from_secs(15 * 60));
     assert!(s.auth.is_open());
+    assert!(s.auth.allowed_hosts.is_empty());
     assert_eq!(s.server.log_format, LogFormat::Human);
     assert_eq!(s.requests.max_body_bytes, 65_536);
     assert_eq!((s.rate_limit.per_second, s.rate_limit.burst), (0, 0));
@@ -164,6 +165,7 @@ listen = "127.0.0.1:9001"
 durability = "memory"
 reservation_ttl = "90s"
 auth_tokens = "admin:aaaaaaaa"
+allowed_hosts = "ordo.test"
 log_format = "json"
 max_body_bytes = 2048
 rate_limit = 10
@@ -190,6 +192,10 @@ sse_slow_timeout = "250ms"
     assert_eq!(s.engine.durability, Durability::Memory);
     assert_eq!(s.engine.reservation_ttl, Duration::from_secs(90));
     assert_eq!(s.auth.tokens.get("aaaaaaaa"), Some(&Role::Admin));
+    assert_eq!(
+        s.auth.allowed_hosts,
+        [HostPort::parse("ordo.test").unwrap()]
+    );
     assert_eq!(s.server.log_format, LogFormat::Json);
     assert_eq!(s.requests.max_body_bytes, 2048);
     assert_eq!((s.rate_limit.per_second, s.rate_limit.burst), (10, 20));
@@ -275,6 +281,46 @@ fn a_bad_durability_or_log_format_is_refused_with_the_choices() {
     std::fs::write(&f, "listen = \"localhost\"\n").unwrap();
     let msg = Settings::load(&with_file(&f)).unwrap_err().to_string();
     assert!(msg.contains("not an address like 127.0.0.1:8080"), "{msg}");
+}
+
+#[test]
+fn allowed_hosts_are_names_with_optional_ports_and_bad_ones_are_refused_by_key() {
+    let hosts = parse_allowed_hosts("Ordo.Local, box:9000,[0:0::1]:81,10.0.0.7").unwrap();
+    let spelled: Vec<(&str, Option<u16>)> =
+        hosts.iter().map(|h| (h.host.as_str(), h.port)).collect();
+    assert_eq!(
+        spelled,
+        [
+            ("ordo.local", None),
+            ("box", Some(9000)),
+            ("[::1]", Some(81)),
+            ("10.0.0.7", None)
+        ]
+    );
+    for bad in [
+        "evil/x",
+        "a b",
+        "host:",
+        "host:65536",
+        "host:+1",
+        "[::1",
+        "[nope]:80",
+        "a:1:2",
+    ] {
+        assert!(
+            matches!(
+                parse_allowed_hosts(bad),
+                Err(ConfigError::Invalid {
+                    key: "allowed_hosts",
+                    ..
+                })
+            ),
+            "{bad}"
+        );
+    }
+    let args = parse_with_env(&[], &[("ORDO_ALLOWED_HOSTS", "ordo.test:8080")]).unwrap();
+    let s = Settings::load(&args).unwrap();
+    assert_eq!(s.auth.allowed_hosts[0].port, Some(8080));
 }
 
 #[test]

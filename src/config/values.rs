@@ -3,7 +3,7 @@
 //! means the same and is refused with the same words wherever it comes from.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -92,6 +92,69 @@ pub fn parse_tokens(s: &str) -> Result<HashMap<String, Role>, ConfigError> {
         }
     }
     Ok(out)
+}
+
+/// A host name with or without a port, as `Host` and `--allowed-hosts` spell it:
+/// `name`, `name:port`, `1.2.3.4:port`, `[::1]:port`. The name is lower-cased and an IPv6
+/// address written in its shortest form, so two spellings of one host compare equal.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPort {
+    pub host: String,
+    pub port: Option<u16>,
+}
+
+impl HostPort {
+    /// `None` for anything else: a name with characters a host name cannot have, a
+    /// bracket that is not an IPv6 address, a port that is not 1-5 digits of a u16.
+    pub fn parse(s: &str) -> Option<HostPort> {
+        let (host, port) = match s.strip_prefix('[') {
+            Some(rest) => {
+                let (ip, after) = rest.split_once(']')?;
+                let ip: Ipv6Addr = ip.parse().ok()?;
+                let port = match after {
+                    "" => None,
+                    p => Some(p.strip_prefix(':')?),
+                };
+                (format!("[{ip}]"), port)
+            }
+            None => {
+                let (host, port) = match s.split_once(':') {
+                    Some((h, p)) => (h, Some(p)),
+                    None => (s, None),
+                };
+                let name_char =
+                    |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_');
+                if host.is_empty() || !host.bytes().all(name_char) {
+                    return None;
+                }
+                (host.to_ascii_lowercase(), port)
+            }
+        };
+        let port = match port {
+            None => None,
+            Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+                Some(p.parse().ok()?)
+            }
+            Some(_) => return None,
+        };
+        Some(HostPort { host, port })
+    }
+}
+
+/// Parses `--allowed-hosts`: `name[:port],...`.
+pub fn parse_allowed_hosts(s: &str) -> Result<Vec<HostPort>, ConfigError> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+        .map(|h| {
+            HostPort::parse(h).ok_or_else(|| ConfigError::Invalid {
+                key: "allowed_hosts",
+                detail: format!(
+                    "{h:?} is not a host name with an optional port, like localhost:8080 or [::1]"
+                ),
+            })
+        })
+        .collect()
 }
 
 /// A humantime duration: `15m`, `90s`, `500ms`, `1h 30m`.

@@ -9,11 +9,12 @@ use std::sync::Arc;
 
 use actix_web::dev::Payload;
 use actix_web::http::header::{HeaderMap, AUTHORIZATION};
+use actix_web::http::Method;
 use actix_web::{web, FromRequest, HttpMessage, HttpRequest};
 use sha2::{Digest, Sha256};
 
 use super::error::{ApiError, ProblemType};
-use super::AppState;
+use super::{input, AppState};
 use crate::config::Role;
 
 /// The request's trace id (32 lower-case hex digits, W3C trace-context), put into the
@@ -206,8 +207,11 @@ impl Room for AnyRole {
 }
 
 /// A [`Caller`] let into room `R`. Extracting it answers 401 (no or an unknown token)
-/// and 429 (rate limited), then 403 when the caller's role is not in `R`. A handler lists
-/// it first, so a caller with the wrong role gets 403 before its path or body is read.
+/// and 429 (rate limited), then 403 when the caller's role is not in `R`, then, for a
+/// POST, PUT or PATCH, 415 when what it sends is not declared `application/json`
+/// ([`input::require_json`]; here, so that routes that read no body are held to it
+/// too). A handler lists it first, so a caller with the wrong role gets 403 before its
+/// path or body is read.
 #[derive(Debug)]
 pub struct Allowed<R: Room> {
     caller: Caller,
@@ -229,6 +233,9 @@ impl<R: Room> FromRequest for Allowed<R> {
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
         ready(Caller::authenticate(req).and_then(|caller| {
             caller.require(R::ROLES)?;
+            if matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH) {
+                input::require_json(req)?;
+            }
             Ok(Allowed {
                 caller,
                 room: PhantomData,

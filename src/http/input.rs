@@ -1,6 +1,7 @@
 //! Reading request input, as extractors a handler names in its arguments: JSON bodies
 //! ([`ApiJson`], [`ApiJsonOrDefault`]: size limit, media type, JSON with problem answers)
-//! and path ids ([`OrderId`]).
+//! and path ids ([`OrderId`]); and the media-type rule every body is held to
+//! ([`require_json`]).
 //!
 //! actix-web extracts a handler's arguments in order and answers the first error, so a
 //! handler lists its caller's role guard (`caller::Allowed`) first: a caller with the
@@ -10,7 +11,7 @@ use std::future::{ready, Future, Ready};
 use std::pin::Pin;
 
 use actix_web::dev::Payload;
-use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
+use actix_web::http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 use actix_web::http::StatusCode;
 use actix_web::{web, FromRequest, HttpRequest};
 use futures::StreamExt;
@@ -72,7 +73,7 @@ fn json_body<T: DeserializeOwned + 'static, B: 'static>(
 }
 
 /// Reads the body up to the configured limit (413 beyond it); refuses a media type other
-/// than JSON (415).
+/// than JSON (415, [`require_json`]).
 async fn read_body(req: &HttpRequest, mut payload: Payload) -> Result<web::BytesMut, ApiError> {
     let limit = req
         .app_data::<web::Data<AppState>>()
@@ -95,16 +96,7 @@ async fn read_body(req: &HttpRequest, mut payload: Payload) -> Result<web::Bytes
             return Err(too_large());
         }
     }
-    if let Some(ct) = req.headers().get(CONTENT_TYPE) {
-        let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
-        let essence = ct.split(';').next().unwrap_or("").trim();
-        if !(essence == "application/json" || essence.ends_with("+json")) {
-            return Err(ApiError::invalid(format!(
-                "the body must be application/json, not {essence:?}"
-            ))
-            .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE));
-        }
-    }
+    require_json(req)?;
     let mut buf = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk =
@@ -115,6 +107,48 @@ async fn read_body(req: &HttpRequest, mut payload: Payload) -> Result<web::Bytes
         buf.extend_from_slice(&chunk);
     }
     Ok(buf)
+}
+
+/// SPEC §4 "Bodies must be `application/json`": 415 `invalid_request` for a request
+/// that declares another media type (even with an empty body: an HTML form's POST), or
+/// that carries a body (`Content-Length` over 0, or `Transfer-Encoding`) without saying
+/// what it is (a page's `fetch` with a Blob body sends none). `application/json` with any
+/// parameters (`; charset=utf-8`), in any case. Not `+json` types: the API reads plain
+/// JSON and declares only `application/json` in its OpenAPI document.
+///
+/// A request with no body needs no `Content-Type` (cancel's body is optional). What keeps
+/// a web page from sending such a request in loopback mode is the `Host`/`Origin` check
+/// ([`super::loopback`]); with tokens, the page has no token.
+pub fn require_json(req: &HttpRequest) -> Result<(), ApiError> {
+    let refused = |what: String| {
+        Err(
+            ApiError::invalid(format!("the body must be application/json, not {what}"))
+                .with_status(StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        )
+    };
+    let headers = req.headers();
+    match headers.get(CONTENT_TYPE) {
+        Some(ct) => {
+            let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
+            let essence = ct.split(';').next().unwrap_or("").trim();
+            if essence == "application/json" {
+                Ok(())
+            } else {
+                refused(format!("{essence:?}"))
+            }
+        }
+        None => {
+            let declared = headers.contains_key(TRANSFER_ENCODING)
+                || headers.get(CONTENT_LENGTH).is_some_and(|v| {
+                    v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) != Some(0)
+                });
+            if declared {
+                refused("a body without Content-Type".into())
+            } else {
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Strict JSON: not JSON at all is 400; JSON of the wrong shape or types is 422.

@@ -7,10 +7,14 @@
 //! than counted (readiness, rate-limiter callers, webhook lag), gathers both registries
 //! and encodes them with `prometheus`'s `TextEncoder`.
 //!
-//! Request series are keyed by (route pattern, method, status): the route is the router's
-//! pattern (or "unmatched"), never the raw path, so the set of series is small and fixed
-//! by the router; after warm-up a request is a read lock on the vector's map and an
-//! atomic add.
+//! Request series are keyed by (route pattern, method, status), and every label comes
+//! from a fixed set, because the series are recorded for every request, before (and
+//! whatever) auth says, and a series once made is never dropped: a label taken from
+//! client input would let anyone grow the process and the scrape without bound. So the
+//! route is the router's pattern (or `unmatched`), never the raw path; the method is one
+//! of [`METHODS`] or `other` (actix accepts any token as a method); the status is the
+//! three-digit code, which the server picks. After warm-up a request is a read lock on
+//! the vector's map and an atomic add.
 
 use std::time::Duration;
 
@@ -31,6 +35,17 @@ const LATENCY_BUCKETS: [f64; 14] = [
 
 /// The labels of `ordo_http_requests_total`, in the order dashboards know them.
 const REQUEST_LABELS: [&str; 3] = ["route", "method", "status"];
+
+/// The methods counted under their own name; any other is counted as `other`.
+pub const METHODS: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"];
+
+/// The `method` label of a request: its name if it is one of [`METHODS`], else `other`.
+pub fn method_label(method: &Method) -> &'static str {
+    METHODS
+        .into_iter()
+        .find(|m| *m == method.as_str())
+        .unwrap_or("other")
+}
 
 /// What the HTTP edge counts, and the registry it is gathered from.
 pub struct HttpMetrics {
@@ -120,13 +135,16 @@ impl HttpMetrics {
         &self.registry
     }
 
-    /// Counts one answered request. `route` is the router's pattern or "unmatched".
+    /// Counts one answered request. `route` is the router's pattern or "unmatched" (a
+    /// value of the route table, never the request's path); the method is counted as
+    /// [`method_label`] names it.
     pub fn record(&self, route: &str, method: &Method, status: StatusCode, took: Duration) {
         // Both lookups fail only on a wrong number of label values, which is fixed here.
-        if let Ok(c) =
-            self.requests
-                .get_metric_with_label_values(&[route, method.as_str(), status.as_str()])
-        {
+        if let Ok(c) = self.requests.get_metric_with_label_values(&[
+            route,
+            method_label(method),
+            status.as_str(),
+        ]) {
             c.inc();
         }
         if let Ok(h) = self.latency.get_metric_with_label_values(&[route]) {
@@ -212,5 +230,20 @@ mod tests {
         ] {
             assert!(text.contains(needle), "lacks {needle}:\n{text}");
         }
+    }
+
+    #[test]
+    fn invented_methods_share_one_series() {
+        let m = HttpMetrics::new().unwrap();
+        for name in ["BREW", "PROPFIND", "X-1", "get", "TRACE"] {
+            let method = Method::from_bytes(name.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), "other", "{name}");
+            m.record("unmatched", &method, StatusCode::NOT_FOUND, Duration::ZERO);
+        }
+        let text = m.render(None, true, 0, None).unwrap();
+        assert!(text.contains(
+            "ordo_http_requests_total{route=\"unmatched\",method=\"other\",status=\"404\"} 5"
+        ));
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
     }
 }

@@ -26,11 +26,13 @@ pub mod feed;
 pub mod handlers;
 pub mod idempotency;
 pub mod input;
+pub mod loopback;
 pub mod metrics;
 pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
 
+use std::future::ready;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -39,6 +41,7 @@ use actix_web::dev::{Service, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::{web, App, HttpMessage, HttpServer};
 use dashmap::DashMap;
+use futures::future::Either;
 use ordo_engine::Engine;
 
 use crate::config::{EngineSettings, FeedSettings, RequestSettings, ServerSettings, Settings};
@@ -58,6 +61,9 @@ pub struct AppState {
     /// The live feed's buffer, heartbeat and slow-reader timeout.
     pub feed: FeedSettings,
     pub tokens: Tokens,
+    /// Loopback mode (no tokens): the hosts a browser may name (see [`loopback`]); `None`
+    /// with tokens, when those checks are off.
+    pub loopback: Option<loopback::AllowedHosts>,
     pub limiter: Option<ratelimit::RateLimiter>,
     /// The edge's metrics and its registry (see [`metrics`]).
     pub metrics: metrics::HttpMetrics,
@@ -70,14 +76,19 @@ pub struct AppState {
 }
 
 impl AppState {
-    /// Fails only if the edge's metrics cannot be declared (see [`metrics::HttpMetrics::new`]).
-    pub fn new(settings: &Settings) -> prometheus::Result<AppState> {
+    /// `addr` is the address bound (port 0 resolved). Fails only if the edge's metrics
+    /// cannot be declared (see [`metrics::HttpMetrics::new`]).
+    pub fn new(settings: &Settings, addr: SocketAddr) -> prometheus::Result<AppState> {
         Ok(AppState {
             engine: OnceLock::new(),
             webhooks: OnceLock::new(),
             settings: settings.requests.clone(),
             feed: settings.feed.clone(),
             tokens: Tokens::new(&settings.auth.tokens),
+            loopback: settings
+                .auth
+                .is_open()
+                .then(|| loopback::AllowedHosts::new(addr, &settings.auth.allowed_hosts)),
             limiter: ratelimit::RateLimiter::new(
                 settings.rate_limit.per_second,
                 settings.rate_limit.burst,
@@ -133,6 +144,18 @@ fn build_server(
             )
             .configure(routes::register)
             .default_service(web::to(routes::fallback))
+            .wrap_fn(|req, srv| {
+                // Loopback mode: no web page may drive the server (see [`loopback`]).
+                // Inside the metrics and logging below, so refusals are counted.
+                let refused = req
+                    .app_data::<web::Data<AppState>>()
+                    .and_then(|s| s.loopback.as_ref())
+                    .and_then(|hosts| hosts.check(req.headers(), req.uri()).err());
+                match refused {
+                    Some(e) => Either::Left(ready(Ok(req.error_response(e)))),
+                    None => Either::Right(srv.call(req)),
+                }
+            })
             .wrap_fn(|req, srv| {
                 let start = Instant::now();
                 let trace = caller::trace_id(req.headers());
@@ -204,10 +227,10 @@ pub async fn serve(settings: Settings) -> anyhow::Result<()> {
     let addr: SocketAddr = listener.local_addr()?;
     if settings.auth.is_open() {
         tracing::warn!(
-            "no auth tokens configured: every request is allowed (loopback only); set --auth-tokens to require tokens"
+            "no auth tokens configured: every request is allowed (loopback only; Host and Origin must name this server, see --allowed-hosts); set --auth-tokens to require tokens"
         );
     }
-    let state = web::Data::new(AppState::new(&settings)?);
+    let state = web::Data::new(AppState::new(&settings, addr)?);
     let server = build_server(state.clone(), listener, &settings.server)?;
     let handle = server.handle();
     tracing::info!(%addr, durability = %settings.engine.durability, data_dir = %settings.engine.data_dir.display(), "listening; recovering the event log");

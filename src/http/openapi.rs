@@ -1,12 +1,14 @@
 //! The OpenAPI document, generated from the handlers' annotations and the types they
 //! take and return (utoipa). A test checks it lists every route of the router.
 
+use utoipa::openapi::path::Operation;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use super::bodies::*;
 use super::dto;
-use super::error::{Problem, ProblemType};
+use super::error::{Problem, ProblemType, PROBLEM_JSON};
 use super::handlers::*;
 
 struct BearerAuth;
@@ -25,6 +27,63 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// The refusals answered before a handler looks at the request, added to every
+/// operation they can reach (unless it lists them itself): 415 on every POST, PUT and
+/// PATCH (the role guard holds them to [`super::input::require_json`], bodies or not), and
+/// 403 on every operation (a token's role, or, in loopback mode, a `Host` or `Origin`
+/// naming another site: [`super::loopback`]).
+struct EdgeRefusals;
+
+impl Modify for EdgeRefusals {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let problem = |description: &str| -> RefOr<Response> {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    PROBLEM_JSON,
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build()
+                .into()
+        };
+        let add = |op: &mut Operation, status: &str, description: &str| {
+            op.responses
+                .responses
+                .entry(status.to_owned())
+                .or_insert_with(|| problem(description));
+        };
+        for item in doc.paths.paths.values_mut() {
+            for op in [&mut item.put, &mut item.post, &mut item.patch]
+                .into_iter()
+                .flatten()
+            {
+                add(
+                    op,
+                    "415",
+                    "invalid_request: a body (or Content-Type) that is not application/json",
+                );
+            }
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                add(op, "403", "forbidden: a token whose role may not call this route; without tokens, a Host or Origin that names another site");
+            }
+        }
     }
 }
 
@@ -51,7 +110,7 @@ impl Modify for BearerAuth {
         crate::webhooks::DeadLetter, crate::webhooks::OnFailure, crate::webhooks::RotateSecret,
         crate::webhooks::SecretView, super::feed::Redriven
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &EdgeRefusals),
     tags(
         (name = "skus", description = "Catalogue and stock"),
         (name = "orders", description = "The order saga"),

@@ -81,6 +81,11 @@ impl Server {
         }
     }
 
+    /// `127.0.0.1:PORT`: what a client sends as `Host`.
+    pub fn authority(&self) -> &str {
+        self.base.trim_start_matches("http://")
+    }
+
     /// Whether the server has logged a line with this message (so far).
     pub fn has_logged(&self, message: &str) -> bool {
         self.logged.lock().iter().any(|m| m == message)

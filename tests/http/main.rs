@@ -8,6 +8,7 @@ mod helpers;
 
 mod auth;
 mod bench;
+mod browsers;
 mod crash;
 mod feed;
 mod idempotency;

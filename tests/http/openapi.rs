@@ -12,10 +12,18 @@ async fn openapi_lists_every_route_of_the_router() {
     assert!(routes.len() >= 14);
     for (method, path) in routes {
         let m = method.as_str().to_ascii_lowercase();
+        let op = paths.get(path).and_then(|p| p.get(&m));
         assert!(
-            paths.get(path).and_then(|p| p.get(&m)).is_some(),
+            op.is_some(),
             "{method} {path} is routed but not in /openapi.json"
         );
+        // The edge's own refusals: 403 anywhere (a role; without tokens, Host or Origin),
+        // 415 wherever a body may be sent.
+        let responses = &op.unwrap()["responses"];
+        assert!(responses.get("403").is_some(), "{method} {path} lacks 403");
+        if ["post", "put", "patch"].contains(&m.as_str()) {
+            assert!(responses.get("415").is_some(), "{method} {path} lacks 415");
+        }
     }
     for schema in ["Problem", "OrderView", "SkuView", "CreateOrderBody"] {
         assert!(
