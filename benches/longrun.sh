@@ -43,3 +43,13 @@ orders = r.get("orders_placed") or r["latency_us"]["count"]
 print(f"requests {r['latency_us']['count']}, {r['requests_per_s']:.0f}/s; data dir {int(sys.argv[2]) / 1e6:.0f} MB")
 PY
 curl -sf "http://127.0.0.1:$PORT/metrics" | grep -E '^ordo_(orders_(pending|confirmed|cancelled|fulfilled)|live_(orders|skus)|pending_orders_without_actor)' || true
+# Start-up over the store the run left: SIGTERM (a clean stop), then time to /readyz.
+kill -TERM "$PID"; wait "$PID" || true
+START=$(date +%s.%N)
+"$ORDO" serve --data-dir "$WORK/data" --listen "127.0.0.1:$PORT" --log-format json \
+  2>"$WORK/restart.log" &
+PID=$!
+until curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1; do sleep 0.02; done
+python3 -c "import sys; print(f'start-up to ready over that store: {float(sys.argv[2]) - float(sys.argv[1]):.2f} s')" \
+  "$START" "$(date +%s.%N)"
+awk '/VmRSS/ {printf "RSS after start-up: %.0f MB\n", $2/1024}' "/proc/$PID/status"
