@@ -186,7 +186,8 @@ async fn locked(
         Err(e) => return internal(&e),
         Ok(None) => {}
         Ok(Some(old)) => {
-            if let Some(replayed) = replay(engine, &old, &fingerprint).await {
+            let ttl = state.settings.idempotency_ttl;
+            if let Some(replayed) = replay(engine, &store_key, ttl, &old, &fingerprint).await {
                 return replayed;
             }
         }
@@ -210,6 +211,8 @@ fn internal(e: &dyn std::fmt::Display) -> (Answer, bool) {
 /// claim shows the command never ran (it runs now).
 async fn replay(
     engine: &Engine,
+    store_key: &str,
+    ttl: std::time::Duration,
     old: &ordo_storage::IdempotencyRecord,
     fingerprint: &[u8],
 ) -> Option<(Answer, bool)> {
@@ -226,10 +229,29 @@ async fn replay(
         Ok(Stored::Done { answer }) => Some((answer, true)),
         Ok(Stored::Applied { order_id }) => {
             let order = engine.get_order_durable(&order_id).await;
-            Some((
-                answer_of(AnswerKind::Order, Outcome::Order(order.as_ref())),
-                true,
-            ))
+            let answer = answer_of(AnswerKind::Order, Outcome::Order(order.as_ref()));
+            if answer.status().is_server_error() {
+                return Some((answer, false));
+            }
+            // The first answer to an applied command is kept, so every later replay sends
+            // the same bytes however the order changes meanwhile (the per-key lock is
+            // held: no other request with this key runs in between).
+            let bytes = encode(&Stored::Done {
+                answer: answer.clone(),
+            });
+            let idem = Idempotency {
+                key: store_key.to_owned(),
+                fingerprint: fingerprint.to_vec(),
+                ttl,
+                render: ordo_engine::render(move |_| bytes.clone()),
+            };
+            if let Err(e) = engine
+                .keep_answer(&idem, Outcome::Order(order.as_ref()))
+                .await
+            {
+                return Some(internal(&e));
+            }
+            Some((answer, true))
         }
         // An older release's claim whose process died: was its order stored?
         Ok(Stored::InFlight { order_id: Some(id) }) => match engine.order_at_creation(&id) {
@@ -337,6 +359,64 @@ mod tests {
             location: Some("/v1/orders/01J".into()),
             retry_after: None,
         }
+    }
+
+    /// A key whose command was applied but whose answer a crash kept from being stored
+    /// (`Applied`): the first retry is answered with the order as it is then, and that
+    /// answer is kept, so a later replay sends the same bytes even though the order
+    /// changed in between (found by `ordo torture`: a replay of a payment showed a refund
+    /// recorded after the first answer).
+    #[test]
+    fn the_first_answer_to_an_applied_command_is_kept_for_every_replay() {
+        use futures::executor::block_on;
+        use ordo_engine::domain::LineRequest;
+        let dir = tempfile::tempdir().unwrap();
+        let engine = Engine::open(ordo_engine::EngineConfig {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        })
+        .unwrap();
+        let sku = ordo_engine::UpsertSku {
+            sku: "A".into(),
+            name: "a".into(),
+            price_minor: 100,
+            currency: "EUR".into(),
+            per_customer_limit: None,
+            stock: 5,
+        };
+        block_on(engine.upsert_sku(sku, None)).unwrap();
+        let place = ordo_engine::PlaceOrder {
+            customer_id: "c".into(),
+            lines: vec![LineRequest {
+                sku: "A".into(),
+                qty: 1,
+            }],
+        };
+        let order = block_on(engine.place_order(place, None)).unwrap();
+        // What a saga cut short by a crash leaves under its key.
+        let applied = encode(&Stored::Applied {
+            order_id: order.id.clone(),
+        });
+        let (fp, ttl) = (b"fp".to_vec(), std::time::Duration::from_secs(60));
+        let mark = Idempotency {
+            key: "k".into(),
+            fingerprint: fp.clone(),
+            ttl,
+            render: ordo_engine::render(move |_| applied.clone()),
+        };
+        block_on(engine.keep_answer(&mark, Outcome::Order(Ok(&order)))).unwrap();
+        let replay_now = || {
+            let record = engine.idempotency_record("k").unwrap().unwrap();
+            block_on(replay(&engine, "k", ttl, &record, &fp)).unwrap()
+        };
+        let (first, replayed) = replay_now();
+        assert!(replayed);
+        assert_eq!(first.status, 200);
+        assert!(first.body.contains("PENDING"), "{}", first.body);
+        block_on(engine.cancel(&order.id, "changed", None)).unwrap();
+        let (again, _) = replay_now();
+        assert_eq!((again.status, again.body), (first.status, first.body));
+        block_on(engine.shutdown()).unwrap();
     }
 
     #[test]

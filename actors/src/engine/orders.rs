@@ -136,6 +136,22 @@ impl Engine {
         Ok(OrderView::from(&state))
     }
 
+    /// Keeps `outcome`'s answer under `idem`'s key (a record-only append), once durable:
+    /// for a caller that answers a key whose command was applied but whose answer was
+    /// never stored (a saga a crash cut short, finished by recovery). Every later replay
+    /// then gets these same bytes, whatever happens to the order afterwards.
+    pub async fn keep_answer(&self, idem: &Idempotency, outcome: Outcome<'_>) -> EngineResult<()> {
+        self.inner.fail_if_stopped()?;
+        if let Some(w) = idem.write(outcome, false) {
+            let append = Append {
+                idempotency: Some(w),
+                ..Append::default()
+            };
+            self.inner.journal.append(append).await?;
+        }
+        Ok(())
+    }
+
     /// The order as of now, once that state is durable (a barrier append after the
     /// read): what a retried command whose saga a crash cut short is answered with.
     pub async fn get_order_durable(&self, order_id: &str) -> EngineResult<OrderView> {
