@@ -63,6 +63,14 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn start(handle: impl Fn(Request) -> Answer + Send + Sync + 'static) -> Endpoint {
+        Endpoint::start_async(move |req| std::future::ready(handle(req)))
+    }
+
+    /// [`Endpoint::start`] with an answer that may wait (a receiver holding a request).
+    pub fn start_async<F>(handle: impl Fn(Request) -> F + Send + Sync + 'static) -> Endpoint
+    where
+        F: std::future::Future<Output = Answer> + 'static,
+    {
         use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
         let handle = Arc::new(handle);
         let (tx, rx) = mpsc::channel();
@@ -74,7 +82,7 @@ impl Endpoint {
                         move |req: HttpRequest, body: web::Bytes| {
                             let handle = handle.clone();
                             async move {
-                                let answer = handle(request(&req, &body));
+                                let answer = handle(request(&req, &body)).await;
                                 let status =
                                     actix_web::http::StatusCode::from_u16(answer.status).unwrap();
                                 let mut resp = HttpResponse::build(status);

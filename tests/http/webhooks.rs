@@ -5,13 +5,13 @@
 //! servers run with `--webhook-allow-private`.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use crate::helpers::{place_many, stop_and_verify, tempdir, wait_until, Server};
+use crate::receivers::{Answer, Endpoint};
 
 #[derive(Debug, Clone)]
 struct Delivery {
@@ -34,12 +34,12 @@ struct Receiver {
     gate: Arc<tokio::sync::Semaphore>,
     /// Requests answered 200 (after their hold, if any).
     answered: Arc<std::sync::atomic::AtomicU64>,
-    handle: actix_web::dev::ServerHandle,
+    _endpoint: Endpoint,
 }
 
 impl Receiver {
     fn start(fail_first: u64) -> Receiver {
-        use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+        use std::sync::atomic::Ordering::SeqCst;
         let got = Arc::new(parking_lot::Mutex::new(Vec::new()));
         let down = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let attempts = Arc::new(std::sync::atomic::AtomicU64::new(0));
@@ -54,64 +54,39 @@ impl Receiver {
             gate.clone(),
             answered.clone(),
         );
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            actix_web::rt::System::new().block_on(async move {
-                let server = HttpServer::new(move || {
-                    let shared = shared.clone();
-                    App::new().default_service(web::to(
-                        move |req: HttpRequest, body: web::Bytes| {
-                            let (g, d, a, hold, gate, answered) = shared.clone();
-                            async move {
-                                let n = a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                                if d.load(std::sync::atomic::Ordering::SeqCst) {
-                                    return HttpResponse::ServiceUnavailable().finish();
-                                }
-                                if n < fail_first {
-                                    return HttpResponse::InternalServerError().finish();
-                                }
-                                let h = |k: &str| {
-                                    req.headers()
-                                        .get(k)
-                                        .and_then(|v| v.to_str().ok())
-                                        .unwrap_or_default()
-                                        .to_owned()
-                                };
-                                g.lock().push(Delivery {
-                                    seq: h("ordo-event-seq").parse().unwrap_or(0),
-                                    event_type: h("ordo-event-type"),
-                                    signature: h("ordo-signature"),
-                                    body: String::from_utf8_lossy(&body).into_owned(),
-                                });
-                                if hold.load(std::sync::atomic::Ordering::SeqCst) {
-                                    // Never a permit: this waits until the gate is closed.
-                                    let _ = gate.acquire().await;
-                                }
-                                answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                                HttpResponse::Ok().finish()
-                            }
-                        },
-                    ))
-                })
-                .workers(1)
-                .bind("127.0.0.1:0")
-                .unwrap();
-                let addr = server.addrs()[0];
-                let server = server.run();
-                tx.send((addr, server.handle())).unwrap();
-                let _ = server.await;
-            });
+        let endpoint = Endpoint::start_async(move |req| {
+            let (g, d, a, hold, gate, answered) = shared.clone();
+            async move {
+                let n = a.fetch_add(1, SeqCst);
+                if d.load(SeqCst) {
+                    return Answer::status(503);
+                }
+                if n < fail_first {
+                    return Answer::status(500);
+                }
+                g.lock().push(Delivery {
+                    seq: req.header("ordo-event-seq").parse().unwrap_or(0),
+                    event_type: req.header("ordo-event-type"),
+                    signature: req.header("ordo-signature"),
+                    body: String::from_utf8_lossy(&req.body).into_owned(),
+                });
+                if hold.load(SeqCst) {
+                    // Never a permit: this waits until the gate is closed.
+                    let _ = gate.acquire().await;
+                }
+                answered.fetch_add(1, SeqCst);
+                Answer::status(200)
+            }
         });
-        let (addr, handle) = rx.recv().unwrap();
         Receiver {
-            url: format!("http://{addr}/hook"),
+            url: endpoint.url.clone(),
             got,
             down,
             attempts,
             hold,
             gate,
             answered,
-            handle,
+            _endpoint: endpoint,
         }
     }
 
@@ -123,13 +98,6 @@ impl Receiver {
     fn release(&self) {
         self.hold.store(false, std::sync::atomic::Ordering::SeqCst);
         self.gate.close();
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let h = self.handle.clone();
-        std::thread::spawn(move || futures::executor::block_on(h.stop(false)));
     }
 }
 
