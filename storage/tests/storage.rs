@@ -576,6 +576,122 @@ fn a_store_of_a_newer_format_is_refused_with_a_clear_error() {
     assert!(err.to_string().contains("newer than this release"), "{err}");
 }
 
+/// An append is stored as one `events` record (issue 20: one put per append, not one per
+/// event), and every read path finds each of its events, also from the middle of it.
+/// The proof that it is one record: damaging the record of one of its events damages
+/// all of them, and nothing of the appends around it.
+#[test]
+fn an_append_is_one_record_and_every_read_path_finds_its_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), Durability::Sync);
+    let j = Journal::start(store.clone()).unwrap();
+    append(&j, vec![ev("sku/a", 1)]).unwrap(); // seq 1
+    let r = append(&j, vec![ev("sku/a", 2), ev("order/x", 1), ev("sku/a", 3)]).unwrap();
+    assert_eq!((r.first_seq, r.last_seq), (2, 4));
+    append(&j, vec![ev("order/x", 2)]).unwrap(); // seq 5
+
+    let seqs = |after| -> Vec<u64> { store.read_from(after).map(|e| e.unwrap().seq).collect() };
+    assert_eq!(seqs(0), vec![1, 2, 3, 4, 5]);
+    assert_eq!(seqs(2), vec![3, 4, 5], "from the middle of a record");
+    assert_eq!(seqs(3), vec![4, 5]);
+    assert_eq!(seqs(5), Vec::<u64>::new());
+    let mut scanned = Vec::new();
+    store
+        .scan_from(3, |v| {
+            scanned.push((v.seq, v.stream.to_owned(), v.version));
+            Ok(true)
+        })
+        .unwrap();
+    assert_eq!(
+        scanned,
+        vec![(4, "sku/a".to_owned(), 3), (5, "order/x".to_owned(), 2)]
+    );
+    let third = store.get_event(3).unwrap().unwrap();
+    assert_eq!((third.stream.as_str(), third.version), ("order/x", 1));
+    assert_eq!(third.payload, b"order/x#1");
+    assert!(store.get_event(6).unwrap().is_none());
+    let versions = |stream| -> Vec<(u64, u64)> {
+        store
+            .read_stream(stream, 1)
+            .unwrap()
+            .iter()
+            .map(|e| (e.version, e.seq))
+            .collect()
+    };
+    assert_eq!(versions("sku/a"), vec![(1, 1), (2, 2), (3, 4)]);
+    assert_eq!(versions("order/x"), vec![(1, 3), (2, 5)]);
+    assert_eq!(store.read_stream_page("sku/a", 2, 5).unwrap()[0].seq, 4);
+    assert_eq!(store.stream_head("sku/a").unwrap(), 3);
+    drop(j);
+    drop(store);
+
+    let store = open(dir.path(), Durability::Sync);
+    assert_eq!(store.last_seq().unwrap(), 5);
+    let j = Journal::start(store.clone()).unwrap();
+    assert_eq!(append(&j, vec![ev("sku/a", 4)]).unwrap().first_seq, 6);
+    store.corrupt_event_for_test(3, b"x").unwrap();
+    for seq in 2..=4 {
+        assert!(store.get_event(seq).is_err(), "seq {seq} shares the record");
+    }
+    for seq in [1, 5, 6] {
+        assert_eq!(store.get_event(seq).unwrap().unwrap().seq, seq);
+    }
+}
+
+/// A store of format 1 (one event per record, 8-byte index values) opens in this
+/// release: it is raised to the current format before anything new is written, its old
+/// records read as before, and new appends go beside them.
+#[test]
+fn a_store_of_the_old_record_format_opens_and_takes_new_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path(), Durability::Sync);
+        let j = Journal::start(store.clone()).unwrap();
+        append(&j, vec![ev("sku/a", 1)]).unwrap();
+        append(&j, vec![ev("order/x", 1)]).unwrap();
+        // Rewrite both the way format 1 stored them: a format-2 envelope per record.
+        for seq in 1..=2 {
+            let mut old = Vec::new();
+            store
+                .scan_from(seq - 1, |v| {
+                    old = ordo_storage_encode(v);
+                    Ok(false)
+                })
+                .unwrap();
+            assert_eq!(old[0], ordo_storage::EVENT_FORMAT_V2);
+            store.corrupt_event_for_test(seq, &old).unwrap();
+        }
+        store.set_format_version(1).unwrap();
+    }
+    let store = open(dir.path(), Durability::Sync);
+    assert_eq!(store.format_version().unwrap(), ordo_storage::STORE_FORMAT);
+    assert_eq!(store.last_seq().unwrap(), 2);
+    let j = Journal::start(store.clone()).unwrap();
+    let r = append(&j, vec![ev("sku/a", 2), ev("order/x", 2)]).unwrap();
+    assert_eq!((r.first_seq, r.last_seq), (3, 4));
+    let all: Vec<_> = store.read_from(0).map(Result::unwrap).collect();
+    assert_eq!(
+        all.iter()
+            .map(|e| (e.seq, e.stream.as_str(), e.version))
+            .collect::<Vec<_>>(),
+        vec![
+            (1, "sku/a", 1),
+            (2, "order/x", 1),
+            (3, "sku/a", 2),
+            (4, "order/x", 2)
+        ]
+    );
+    assert_eq!(all[1].payload, b"order/x#1");
+    let x: Vec<u64> = store
+        .read_stream("order/x", 1)
+        .unwrap()
+        .iter()
+        .map(|e| e.seq)
+        .collect();
+    assert_eq!(x, vec![2, 4]);
+    assert_eq!(store.get_event(2).unwrap().unwrap().version, 1);
+}
+
 #[test]
 fn a_failed_write_stops_the_journal_and_nothing_is_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
@@ -979,8 +1095,14 @@ fn a_stream_page_reads_only_the_page() {
         .read_stream_page("sku/none", 0, 10)
         .unwrap()
         .is_empty());
-    let page = store.read_stream_page("order/other", 0, 2).unwrap();
-    assert_eq!(page.iter().map(|e| e.seq).collect::<Vec<_>>(), vec![2, 4]);
+    // order/other's events share their appends' records with sku/long's: past the
+    // damaged ones, its pages come back too.
+    let page = store.read_stream_page("order/other", 2000, 2).unwrap();
+    assert_eq!(
+        page.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![2002, 2004]
+    );
+    assert!(store.read_stream_page("order/other", 0, 2).is_err());
 }
 
 /// The WAL is bounded (issue 21: a long run kept 41 WAL files of ~100 MB, pinned by

@@ -209,21 +209,28 @@ impl Writer {
             .as_ref()
             .filter(|w| w.applies)
             .map(|w| (w.key.as_str(), w.record.expires_at_ms));
-        for (i, ev) in req.events.iter().enumerate() {
+        if !req.events.is_empty() {
+            // One `events` record for the whole append, under its first seq; one `streams`
+            // entry per event, pointing at the record.
             self.buf.clear();
-            let mut view = ev.view(b.next);
-            if let (0, Some((key, expires))) = (i, stamp) {
-                view.idempotency_key = Some(key);
-                view.idempotency_expires_ms = expires;
+            codec::begin_record(req.events.len(), &mut self.buf)?;
+            for (i, ev) in req.events.iter().enumerate() {
+                let seq = first + i as u64;
+                let mut view = ev.view(seq);
+                if let (0, Some((key, expires))) = (i, stamp) {
+                    view.idempotency_key = Some(key);
+                    view.idempotency_expires_ms = expires;
+                }
+                codec::encode_record_event_into(&view, &mut self.buf)?;
+                let (value, len) = codec::stream_value(seq, first);
+                b.wb.put_cf(
+                    cf_streams,
+                    stream_key(&ev.stream, ev.version),
+                    &value[..len],
+                );
             }
-            codec::encode_event_into(&view, &mut self.buf)?;
-            b.wb.put_cf(cf_events, seq_key(b.next), &self.buf);
-            b.wb.put_cf(
-                cf_streams,
-                stream_key(&ev.stream, ev.version),
-                seq_key(b.next),
-            );
-            b.next += 1;
+            b.wb.put_cf(cf_events, seq_key(first), &self.buf);
+            b.next += req.events.len() as u64;
         }
         for snap in &req.snapshots {
             let seq = req

@@ -12,7 +12,7 @@ use rocksdb::{
     IteratorMode, Options, ReadOptions, WriteBatch, WriteOptions, DB,
 };
 
-use crate::codec::{self, corrupt, key_to_seq, seq_key, stream_key, stream_prefix};
+use crate::codec::{self, corrupt, key_to_seq, seq_key, stream_key, stream_prefix, RecordEvents};
 use crate::error::{Result, StorageError};
 use crate::event::{EventRecord, EventView};
 
@@ -31,7 +31,10 @@ pub(crate) const CF_META: &str = "meta";
 
 /// The format of the store as a whole (column families, key layouts). Bumped when a
 /// release changes them; a release opens every format up to its own and refuses newer.
-pub const STORE_FORMAT: u32 = 1;
+/// 2: an `events` record holds a whole append (value format 3) and `streams` values may
+/// name the record holding their event. A store of format 1 is raised to 2 when opened
+/// (its records stay readable; the new ones are not readable by a format-1 release).
+pub const STORE_FORMAT: u32 = 2;
 pub(crate) const META_FORMAT: &[u8] = b"format";
 pub(crate) const META_LAST_SEQ: &[u8] = b"last_seq";
 pub(crate) const META_STORE_ID: &[u8] = b"store_id";
@@ -256,6 +259,12 @@ impl Store {
                         supported: STORE_FORMAT,
                     });
                 }
+                if found < STORE_FORMAT {
+                    // Before anything of the new format is written: an older release then
+                    // refuses the store rather than misreading it.
+                    self.set_format_version(STORE_FORMAT)?;
+                    tracing::info!(from = found, to = STORE_FORMAT, "store format raised");
+                }
                 Ok(())
             }
             None => {
@@ -330,28 +339,81 @@ impl Store {
         let mut it = self.db.raw_iterator_cf(self.cf(CF_EVENTS));
         it.seek_to_last();
         it.status()?;
-        match it.key() {
-            Some(k) => key_to_seq(k),
-            None => Ok(0),
+        match (it.key(), it.value()) {
+            (Some(k), Some(v)) => {
+                let first = key_to_seq(k)?;
+                Ok(first + codec::record_len(first, v)? - 1)
+            }
+            _ => Ok(0),
         }
     }
 
-    /// One event by seq.
+    /// One event by seq: one seek to the record holding it (a record's key is the seq of
+    /// its first event).
     pub fn get_event(&self, seq: u64) -> Result<Option<EventRecord>> {
-        match self.db.get_pinned_cf(self.cf(CF_EVENTS), seq_key(seq))? {
-            Some(v) => decode_event(seq, &v).map(Some),
-            None => Ok(None),
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_EVENTS));
+        it.seek_for_prev(seq_key(seq));
+        it.status()?;
+        let (Some(k), Some(v)) = (it.key(), it.value()) else {
+            return Ok(None);
+        };
+        let first = key_to_seq(k)?;
+        if first + codec::record_len(first, v)? <= seq {
+            return Ok(None);
         }
+        for view in RecordEvents::new(first, v)? {
+            let view = view?;
+            if view.seq == seq {
+                return Ok(Some(view.to_record()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// An iterator over `events` placed on the record holding seq `start`, or on the
+    /// first record after it.
+    fn events_from(
+        &self,
+        start: u64,
+        readahead: usize,
+    ) -> Result<rocksdb::DBRawIteratorWithThreadMode<'_, DB>> {
+        let mut ro = ReadOptions::default();
+        ro.fill_cache(false);
+        ro.set_readahead_size(readahead);
+        let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_EVENTS), ro);
+        it.seek_for_prev(seq_key(start));
+        match (it.key(), it.value()) {
+            (Some(k), Some(v)) => {
+                let first = key_to_seq(k)?;
+                if first + codec::record_len(first, v)? <= start {
+                    it.next();
+                }
+            }
+            _ => {
+                it.status()?;
+                it.seek(seq_key(start));
+            }
+        }
+        Ok(it)
     }
 
     /// The whole log after `after` (exclusive), in seq order.
     pub fn read_from(&self, after: u64) -> EventIter<'_> {
-        let mut ro = ReadOptions::default();
-        ro.fill_cache(false);
-        ro.set_readahead_size(2 << 20);
-        let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_EVENTS), ro);
-        it.seek(seq_key(after.saturating_add(1)));
-        EventIter { it, done: false }
+        let start = after.saturating_add(1);
+        match self.events_from(start, 2 << 20) {
+            Ok(it) => EventIter {
+                it: Some(it),
+                start,
+                buffered: std::collections::VecDeque::new(),
+                failed: None,
+            },
+            Err(e) => EventIter {
+                it: None,
+                start,
+                buffered: std::collections::VecDeque::new(),
+                failed: Some(e),
+            },
+        }
     }
 
     /// Visits events after `after` in seq order without allocating per event; `f` returns
@@ -361,18 +423,20 @@ impl Store {
         after: u64,
         mut f: impl FnMut(EventView<'_>) -> Result<bool>,
     ) -> Result<u64> {
-        let mut ro = ReadOptions::default();
-        ro.fill_cache(false);
-        ro.set_readahead_size(4 << 20);
-        let mut it = self.db.raw_iterator_cf_opt(self.cf(CF_EVENTS), ro);
-        it.seek(seq_key(after.saturating_add(1)));
+        let start = after.saturating_add(1);
+        let mut it = self.events_from(start, 4 << 20)?;
         let mut n = 0;
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
-            let seq = key_to_seq(k)?;
-            let view = decode_event_view(seq, v)?;
-            n += 1;
-            if !f(view)? {
-                return Ok(n);
+            let first = key_to_seq(k)?;
+            for view in RecordEvents::new(first, v)? {
+                let view = view?;
+                if view.seq < start {
+                    continue;
+                }
+                n += 1;
+                if !f(view)? {
+                    return Ok(n);
+                }
             }
             it.next();
         }
@@ -388,59 +452,90 @@ impl Store {
         Ok(())
     }
 
-    /// Writes raw bytes as the value of event `seq`. Only for tests that need damage.
+    /// Replaces the record holding event `seq` (or, if none holds it, the record under
+    /// `seq`) with raw bytes. Only for tests that need damage.
     #[doc(hidden)]
     pub fn corrupt_event_for_test(&self, seq: u64, bytes: &[u8]) -> Result<()> {
+        let mut it = self.db.raw_iterator_cf(self.cf(CF_EVENTS));
+        it.seek_for_prev(seq_key(seq));
+        let key = match (it.key(), it.value()) {
+            (Some(k), Some(v)) => {
+                let first = key_to_seq(k)?;
+                match codec::record_len(first, v) {
+                    Ok(n) if first + n > seq => first,
+                    _ => seq,
+                }
+            }
+            _ => seq,
+        };
+        drop(it);
         self.db
-            .put_cf_opt(self.cf(CF_EVENTS), seq_key(seq), bytes, &self.write_opts())?;
+            .put_cf_opt(self.cf(CF_EVENTS), seq_key(key), bytes, &self.write_opts())?;
         Ok(())
     }
 }
 
-pub(crate) fn decode_event(seq: u64, bytes: &[u8]) -> Result<EventRecord> {
-    decode_event_view(seq, bytes).map(|v| v.to_record())
-}
-
-pub(crate) fn decode_event_view(seq: u64, bytes: &[u8]) -> Result<EventView<'_>> {
-    let view = codec::decode_event_view(bytes, || format!("seq {seq}"))?;
-    if view.seq != seq {
-        return Err(corrupt(
-            CF_EVENTS,
-            format!("seq {seq}"),
-            format!("record says seq {}", view.seq),
-        ));
-    }
-    Ok(view)
-}
-
 /// Iterator over the log from a seq; see [`Store::read_from`].
 pub struct EventIter<'a> {
-    it: rocksdb::DBRawIteratorWithThreadMode<'a, DB>,
-    done: bool,
+    it: Option<rocksdb::DBRawIteratorWithThreadMode<'a, DB>>,
+    /// Events before this seq (the front of the first record) are skipped.
+    start: u64,
+    buffered: std::collections::VecDeque<EventRecord>,
+    failed: Option<StorageError>,
+}
+
+impl EventIter<'_> {
+    /// Decodes the record under the iterator into `buffered` and moves past it.
+    fn fill(&mut self) -> Result<bool> {
+        let Some(it) = self.it.as_mut() else {
+            return Ok(false);
+        };
+        let (Some(k), Some(v)) = (it.key(), it.value()) else {
+            it.status()?;
+            return Ok(false);
+        };
+        let first = key_to_seq(k)?;
+        // The events before a damaged one are still delivered, then the error.
+        let decoded = RecordEvents::new(first, v).and_then(|events| {
+            for view in events {
+                let view = view?;
+                if view.seq >= self.start {
+                    self.buffered.push_back(view.to_record());
+                }
+            }
+            Ok(())
+        });
+        match decoded {
+            Ok(()) => it.next(),
+            Err(e) => self.failed = Some(e),
+        }
+        Ok(true)
+    }
 }
 
 impl Iterator for EventIter<'_> {
     type Item = Result<EventRecord>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        let item = match (self.it.key(), self.it.value()) {
-            (Some(k), Some(v)) => key_to_seq(k).and_then(|seq| decode_event(seq, v)),
-            _ => {
-                self.done = true;
-                return match self.it.status() {
-                    Ok(()) => None,
-                    Err(e) => Some(Err(e.into())),
-                };
+        loop {
+            if let Some(rec) = self.buffered.pop_front() {
+                return Some(Ok(rec));
             }
-        };
-        if item.is_err() {
-            self.done = true;
-        } else {
-            self.it.next();
+            if let Some(e) = self.failed.take() {
+                self.it = None;
+                return Some(Err(e));
+            }
+            match self.fill() {
+                Ok(true) => continue,
+                Ok(false) => {
+                    self.it = None;
+                    return None;
+                }
+                Err(e) => {
+                    self.it = None;
+                    return Some(Err(e));
+                }
+            }
         }
-        Some(item)
     }
 }

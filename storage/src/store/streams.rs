@@ -2,6 +2,7 @@
 //! version, a feed's page after a seq, its head.
 
 use super::*;
+use crate::codec::RecordEvents;
 
 impl Store {
     /// One stream's events with version >= `from_version`, in version order.
@@ -47,14 +48,7 @@ impl Store {
                 format!("version {version} below the head is missing"),
             )
         })?;
-        let arr: [u8; 8] = bytes.as_ref().try_into().map_err(|_| {
-            corrupt(
-                CF_STREAMS,
-                format!("stream {stream}"),
-                "seq is not 8 bytes".into(),
-            )
-        })?;
-        Ok(u64::from_be_bytes(arr))
+        codec::parse_stream_value(stream, &bytes).map(|(seq, _)| seq)
     }
 
     /// At most `limit` of one stream's events from `from_version` on, in version order.
@@ -67,45 +61,60 @@ impl Store {
         let prefix = stream_prefix(stream);
         let mut it = self.db.raw_iterator_cf(self.cf(CF_STREAMS));
         it.seek(stream_key(stream, from_version.max(1)));
-        let mut seqs = Vec::new();
+        // (seq, key of the record holding it); consecutive events of one append share it.
+        let mut seqs: Vec<(u64, u64)> = Vec::new();
         while let (Some(k), Some(v)) = (it.key(), it.value()) {
             if !k.starts_with(&prefix) || seqs.len() >= limit {
                 break;
             }
-            let arr: [u8; 8] = v.try_into().map_err(|_| {
-                corrupt(
-                    CF_STREAMS,
-                    format!("stream {stream}"),
-                    "seq is not 8 bytes".into(),
-                )
-            })?;
-            seqs.push(u64::from_be_bytes(arr));
+            seqs.push(codec::parse_stream_value(stream, v)?);
             it.next();
         }
         it.status()?;
+        let mut records: Vec<u64> = seqs.iter().map(|(_, r)| *r).collect();
+        records.dedup();
         let events = self.cf(CF_EVENTS);
-        let keys: Vec<_> = seqs.iter().map(|s| (events, seq_key(*s))).collect();
+        let values = self
+            .db
+            .multi_get_cf(records.iter().map(|r| (events, seq_key(*r))));
         let mut out = Vec::with_capacity(seqs.len());
-        for (seq, got) in seqs.iter().zip(self.db.multi_get_cf(keys)) {
-            match got? {
-                Some(v) => {
-                    let rec = decode_event(*seq, &v)?;
-                    if rec.stream != stream {
-                        return Err(corrupt(
-                            CF_EVENTS,
-                            format!("seq {seq}"),
-                            format!("indexed under stream {stream} but holds {}", rec.stream),
-                        ));
+        let mut wanted = seqs.iter().peekable();
+        for (record, got) in records.iter().zip(values) {
+            let Some(v) = got? else {
+                let seq = wanted.peek().map_or(*record, |(s, _)| *s);
+                return Err(corrupt(
+                    CF_STREAMS,
+                    format!("stream {stream}"),
+                    format!("index points at missing seq {seq}"),
+                ));
+            };
+            let mut events = RecordEvents::new(*record, &v)?;
+            while let Some((seq, _)) = wanted.next_if(|(_, r)| r == record) {
+                let view = loop {
+                    match events.next() {
+                        Some(view) => {
+                            let view = view?;
+                            if view.seq == *seq {
+                                break view;
+                            }
+                        }
+                        None => {
+                            return Err(corrupt(
+                                CF_STREAMS,
+                                format!("stream {stream}"),
+                                format!("index points at missing seq {seq}"),
+                            ))
+                        }
                     }
-                    out.push(rec);
-                }
-                None => {
+                };
+                if view.stream != stream {
                     return Err(corrupt(
-                        CF_STREAMS,
-                        format!("stream {stream}"),
-                        format!("index points at missing seq {seq}"),
-                    ))
+                        CF_EVENTS,
+                        format!("seq {seq}"),
+                        format!("indexed under stream {stream} but holds {}", view.stream),
+                    ));
                 }
+                out.push(view.to_record());
             }
         }
         Ok(out)
