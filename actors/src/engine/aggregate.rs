@@ -110,3 +110,23 @@ pub(crate) fn load<A: Aggregate>(
     fill(store, &stream, &mut state, upto)?;
     Ok(state)
 }
+
+/// How a checkpoint learns that an actor's snapshot is stored: through the journal (a
+/// small state, in an append of its own), or from the thread that encodes and writes a
+/// large one outside the actor and the journal's batches.
+pub(crate) enum SnapshotTicket {
+    Journal(ordo_storage::AppendTicket),
+    Thread(tokio::sync::oneshot::Receiver<EngineResult<()>>),
+}
+
+impl SnapshotTicket {
+    /// Resolves once the snapshot is stored (or with why it was not).
+    pub(crate) async fn stored(self) -> EngineResult<()> {
+        match self {
+            SnapshotTicket::Journal(t) => t.await.map(|_| ()).map_err(Into::into),
+            SnapshotTicket::Thread(rx) => rx
+                .await
+                .unwrap_or_else(|_| Err(EngineError::Unavailable("snapshot thread ended".into()))),
+        }
+    }
+}

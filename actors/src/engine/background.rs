@@ -130,18 +130,34 @@ impl Engine {
                 // An actor gone meanwhile (passivated after its own snapshot) is fine; a
                 // snapshot that failed fails the checkpoint (it is not recorded).
                 if let Ok(ticket) = rx.await {
-                    ticket?.await?;
+                    ticket?.stored().await?;
                 }
             }
+            // PENDING orders without an actor have no snapshot: recovery takes them from
+            // this table instead of reading each one's stream. At a million of them it is
+            // tens of MB: walked and written on a blocking thread, outside the journal's
+            // batches, and on disk before the marker that names its seq.
+            // (A thread of its own: `checkpoint` is also awaited outside any runtime.)
+            let table = Arc::clone(inner);
+            let (tx, rx) = oneshot::channel();
+            std::thread::Builder::new()
+                .name("ordo-checkpoint".into())
+                .spawn(move || {
+                    let bytes = table.deadlines.encode(seq);
+                    let _ = tx.send(
+                        table
+                            .journal
+                            .store()
+                            .put_meta_flushed(recovery::META_PENDING, &bytes),
+                    );
+                })
+                .map_err(|e| EngineError::Unavailable(format!("checkpoint thread: {e}")))?;
+            rx.await
+                .map_err(|_| EngineError::Unavailable("checkpoint thread ended".into()))??;
             inner
                 .journal
                 .append(Append {
-                    meta: vec![
-                        (recovery::META_CHECKPOINT.into(), seq.to_be_bytes().to_vec()),
-                        // PENDING orders without an actor have no snapshot: recovery
-                        // takes them from here instead of reading each one's stream.
-                        (recovery::META_PENDING.into(), inner.deadlines.encode()),
-                    ],
+                    meta: vec![(recovery::META_CHECKPOINT.into(), seq.to_be_bytes().to_vec())],
                     ..Append::default()
                 })
                 .await?;

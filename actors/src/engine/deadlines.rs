@@ -101,28 +101,57 @@ impl Deadlines {
         self.table.lock().by_id.len()
     }
 
-    /// The table as bytes for a checkpoint: (ULID, deadline) pairs, 24 bytes each.
-    pub(crate) fn encode(&self) -> Vec<u8> {
-        let t = self.table.lock();
-        let mut out = Vec::with_capacity(t.by_id.len() * 24);
-        for (id, at) in &t.by_id {
-            out.extend_from_slice(&id.to_be_bytes());
-            out.extend_from_slice(&at.to_be_bytes());
+    /// The table as bytes for the checkpoint at `checkpoint`: that seq, then (ULID,
+    /// deadline) pairs, 24 bytes each. Read in slices of [`ENCODE_SLICE`] entries, the
+    /// mutex taken per slice, so placements never wait for a walk of a million entries.
+    /// Entries that come or go during the walk may be in it or not; the table is only a
+    /// hint for recovery (see [`decode`]), so either is safe.
+    pub(crate) fn encode(&self, checkpoint: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(8 + self.len() * 24);
+        out.extend_from_slice(&checkpoint.to_be_bytes());
+        let mut from = 0u128;
+        loop {
+            let t = self.table.lock();
+            let mut last = None;
+            for (id, at) in t.by_id.range(from..).take(ENCODE_SLICE) {
+                out.extend_from_slice(&id.to_be_bytes());
+                out.extend_from_slice(&at.to_be_bytes());
+                last = Some(*id);
+            }
+            drop(t);
+            match last.and_then(|id| id.checked_add(1)) {
+                Some(next) => from = next,
+                None => break,
+            }
         }
         out
     }
 }
 
-/// Reads what [`Deadlines::encode`] wrote: order id → deadline.
-pub(crate) fn decode(bytes: &[u8]) -> HashMap<String, u64> {
-    bytes
-        .chunks_exact(24)
-        .filter_map(|c| {
-            let id = u128::from_be_bytes(c[..16].try_into().ok()?);
-            let at = u64::from_be_bytes(c[16..].try_into().ok()?);
-            Some((ulid::Ulid(id).to_string(), at))
-        })
-        .collect()
+/// Entries [`Deadlines::encode`] reads under one hold of the mutex.
+const ENCODE_SLICE: usize = 4096;
+
+/// Reads what [`Deadlines::encode`] wrote for the checkpoint at `checkpoint`: order id →
+/// deadline. A table of another checkpoint (the one it was written for never reached
+/// the marker's durability: a crash between them) or a damaged one is `None`: recovery
+/// then reads those orders from their streams. Tables written by releases before the
+/// seq tag (a multiple of 24 bytes, stored atomically with their marker) are taken as is.
+pub(crate) fn decode(bytes: &[u8], checkpoint: u64) -> Option<HashMap<String, u64>> {
+    let pairs = match bytes.len() % 24 {
+        0 => bytes,
+        8 if bytes[..8] == checkpoint.to_be_bytes() => &bytes[8..],
+        _ => return None,
+    };
+    Some(
+        pairs
+            .chunks_exact(24)
+            .filter_map(|c| {
+                let id = u128::from_be_bytes(c[..16].try_into().ok()?);
+                let at = u64::from_be_bytes(c[16..].try_into().ok()?);
+                Some((ulid::Ulid(id).to_string(), at))
+            })
+            .collect(),
+    )
 }
 
 #[cfg(test)]
@@ -145,11 +174,32 @@ mod tests {
         assert_eq!(d.take_due(25, 10), Vec::<String>::new());
         assert_eq!(d.len(), 1);
         assert_eq!(size.get(), 1);
-        let back = decode(&d.encode());
+        let back = decode(&d.encode(7), 7).unwrap();
         assert_eq!(back.get(&ids[2]), Some(&40));
         assert_eq!(back.len(), 1);
         assert_eq!(d.take_due(100, 10), vec![ids[2].clone()]);
         assert_eq!(d.len(), 0);
         assert_eq!(size.get(), 0);
+    }
+
+    /// The table is walked slice by slice, and a table is taken only for the checkpoint
+    /// it was written for (or untagged, as older releases wrote it with their marker).
+    #[test]
+    fn a_table_spans_slices_and_is_read_only_for_its_own_checkpoint() {
+        let d = Deadlines::new(IntGauge::new("size", "entries").unwrap());
+        let n = 3 * ENCODE_SLICE + 5;
+        let ids: Vec<String> = (0..n).map(|_| ulid::Ulid::new().to_string()).collect();
+        for (i, id) in ids.iter().enumerate() {
+            d.insert(id, i as u64);
+        }
+        let bytes = d.encode(42);
+        assert_eq!(bytes.len(), 8 + 24 * n);
+        let back = decode(&bytes, 42).unwrap();
+        assert_eq!(back.len(), n);
+        assert!(ids.iter().enumerate().all(|(i, id)| back[id] == i as u64));
+        assert!(decode(&bytes, 41).is_none(), "another checkpoint's table");
+        assert!(decode(&bytes[..bytes.len() - 1], 42).is_none(), "damaged");
+        let untagged = &bytes[8..];
+        assert_eq!(decode(untagged, 9).unwrap().len(), n);
     }
 }

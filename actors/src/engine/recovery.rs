@@ -272,11 +272,19 @@ impl<'a> Rebuild<'a> {
         if checkpoint == 0 {
             return Ok(HashMap::new());
         }
-        Ok(self
-            .store
-            .get_meta(META_PENDING)?
-            .map(|b| super::deadlines::decode(&b))
-            .unwrap_or_default())
+        let Some(bytes) = self.store.get_meta(META_PENDING)? else {
+            return Ok(HashMap::new());
+        };
+        Ok(
+            super::deadlines::decode(&bytes, checkpoint).unwrap_or_else(|| {
+                tracing::warn!(
+                checkpoint,
+                "the checkpoint's table of PENDING orders is missing or of another checkpoint; \
+                 their orders are read from their streams"
+            );
+                HashMap::new()
+            }),
+        )
     }
 
     /// Holds must belong to a PENDING or PAID order; anything else is a crash's orphan

@@ -160,3 +160,60 @@ fn pending_orders_without_actors_survive_a_checkpointed_restart_and_still_expire
     assert_eq!(engine.pending_without_actor(), 0);
     shutdown_and_verify(engine, dir.path());
 }
+
+/// A checkpoint of a SKU with thousands of holds: its snapshot is encoded and written
+/// off the actor thread and outside the journal's batches (issue 20: at a million holds
+/// the checkpoint held every order for up to a second), and both it and the table of
+/// PENDING orders are stored, tagged with what they cover, when `checkpoint` returns.
+/// A restart takes both back.
+#[test]
+fn a_checkpoint_of_a_sku_with_many_holds_is_stored_off_the_actor_and_taken_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), Durability::Buffered);
+    cfg.snapshot_every = u64::MAX; // only the checkpoint snapshots
+    cfg.checkpoint_every = u64::MAX;
+    let engine = Engine::open(cfg.clone()).unwrap();
+    block_on(engine.upsert_sku(sku("S", 10_000, 100), None)).unwrap();
+    let n = 5_000;
+    for chunk in 0..n / 500 {
+        let placed = block_on(futures::future::join_all((0..500).map(|i| {
+            let customer = format!("c{}", chunk * 500 + i);
+            let engine = engine.clone();
+            async move {
+                engine
+                    .place_order(order(&customer, &[("S", 1)]), None)
+                    .await
+            }
+        })));
+        assert!(placed.iter().all(Result::is_ok));
+    }
+    assert_eq!(engine.pending_without_actor(), n);
+
+    let seq = block_on(engine.checkpoint()).unwrap();
+    let store = engine.store();
+    let snap = store
+        .load_snapshot("sku/S")
+        .unwrap()
+        .expect("the checkpoint's snapshot");
+    assert_eq!(snap.version, store.stream_head("sku/S").unwrap());
+    assert!(
+        snap.seq >= seq,
+        "covers the checkpoint: {} < {seq}",
+        snap.seq
+    );
+    let table = store.get_meta("checkpoint/pending").unwrap().unwrap();
+    assert_eq!(
+        table.len(),
+        8 + 24 * n,
+        "the checkpoint's seq, then every order"
+    );
+    assert_eq!(table[..8], seq.to_be_bytes());
+    block_on(engine.shutdown()).unwrap();
+    drop(engine);
+
+    let engine = Engine::open(cfg).unwrap();
+    assert_eq!(engine.pending_without_actor(), n, "taken from the table");
+    let s = block_on(engine.get_sku("S")).unwrap();
+    assert_eq!((s.available, s.reserved), (10_000 - n as i64, n as i64));
+    shutdown_and_verify(engine, dir.path());
+}

@@ -29,6 +29,21 @@ impl Store {
         Ok(())
     }
 
+    /// Writes a large `meta` value outside the WAL and then flushes `meta`, so it is on
+    /// disk when this returns without ever passing through the journal's fsynced batches
+    /// (a checkpoint's table of tens of MB held every order queued behind it). Blocks for
+    /// the flush: call it from a thread that may block.
+    pub fn put_meta_flushed(&self, key: &str, value: &[u8]) -> Result<()> {
+        let mut wo = WriteOptions::default();
+        wo.disable_wal(true);
+        self.db
+            .put_cf_opt(self.cf(CF_META), key.as_bytes(), value, &wo)?;
+        let mut fo = rocksdb::FlushOptions::default();
+        fo.set_wait(true);
+        self.db.flush_cf_opt(self.cf(CF_META), &fo)?;
+        Ok(())
+    }
+
     /// Deletes a `meta` record.
     pub fn delete_meta(&self, key: &str) -> Result<()> {
         self.db

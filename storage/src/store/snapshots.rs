@@ -30,6 +30,15 @@ impl Store {
         Ok(())
     }
 
+    /// Flushes `snapshots`, so every snapshot cache written so far is on disk (a
+    /// checkpoint's, before its marker). Blocks for the flush.
+    pub fn flush_snapshot_cache(&self) -> Result<()> {
+        let mut fo = rocksdb::FlushOptions::default();
+        fo.set_wait(true);
+        self.db.flush_cf_opt(self.cf(CF_SNAPSHOTS), &fo)?;
+        Ok(())
+    }
+
     pub fn load_snapshot(&self, stream: &str) -> Result<Option<SnapshotRecord>> {
         match self
             .db

@@ -27,7 +27,7 @@ use tokio::sync::oneshot;
 use crate::domain::order::{self, Order, OrderCommand, PaymentOutcome, ShipmentStep, Status};
 use crate::domain::sku::SkuCommand;
 use crate::domain::{DomainError, OrderEvent};
-use crate::engine::aggregate;
+use crate::engine::aggregate::{self, SnapshotTicket};
 use crate::engine::error::{EngineError, EngineResult};
 use crate::engine::idempotency::{self, Idempotency, Outcome};
 use crate::engine::sku_actor::reply_when_durable;
@@ -68,7 +68,7 @@ pub(crate) enum OrderReq {
         reply: oneshot::Sender<OrderView>,
     },
     Snapshot {
-        reply: oneshot::Sender<EngineResult<AppendTicket>>,
+        reply: oneshot::Sender<EngineResult<SnapshotTicket>>,
     },
     /// Finish a saga interrupted by a crash. `restored` lists SKUs already restored for a
     /// cancelled confirmed order.
@@ -442,10 +442,10 @@ impl Handler<OrderReq> for OrderActor {
             }
             OrderReq::Snapshot { reply } => {
                 let t = aggregate::snapshot(&self.state, &self.stream).map(|snap| {
-                    self.engine.journal.append(Append {
+                    SnapshotTicket::Journal(self.engine.journal.append(Append {
                         snapshots: vec![snap],
                         ..Append::default()
-                    })
+                    }))
                 });
                 let _ = reply.send(t);
             }

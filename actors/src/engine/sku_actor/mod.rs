@@ -42,7 +42,7 @@ use tokio::sync::oneshot;
 
 use crate::domain::sku::{self, Sku, SkuCommand, SkuView};
 use crate::domain::DomainError;
-use crate::engine::aggregate;
+use crate::engine::aggregate::{self, SnapshotTicket};
 use crate::engine::error::EngineResult;
 use crate::engine::idempotency::{self, Idempotency, Outcome};
 
@@ -125,9 +125,10 @@ pub(crate) enum SkuReq {
     /// The public view only: cloning the whole state would copy every hold, O(holds)
     /// per read (it made each sold-out order of a hot SKU cost milliseconds).
     Get { reply: oneshot::Sender<SkuView> },
-    /// Write a snapshot of the current state; answers the journal ticket.
+    /// Write a snapshot of the current state (a checkpoint); answers how to learn that
+    /// it is stored.
     Snapshot {
-        reply: oneshot::Sender<EngineResult<AppendTicket>>,
+        reply: oneshot::Sender<EngineResult<SnapshotTicket>>,
     },
     /// Failure point for tests: take no message until `until` resolves (or is dropped).
     HoldForTest { until: oneshot::Receiver<()> },
@@ -431,17 +432,7 @@ impl Handler<SkuMsg> for SkuActor {
             }
             SkuReq::Snapshot { reply } => {
                 self.since_snapshot = 0;
-                let t = if self.state.version == 0 {
-                    Ok(self.journal.append(Append::default()))
-                } else {
-                    aggregate::snapshot(&self.state, &self.stream).map(|snap| {
-                        self.journal.append(Append {
-                            snapshots: vec![snap],
-                            ..Append::default()
-                        })
-                    })
-                };
-                let _ = reply.send(t);
+                let _ = reply.send(self.checkpoint_snapshot());
             }
             SkuReq::HoldForTest { until } => {
                 ctx.wait(actix::fut::wrap_future(async move {

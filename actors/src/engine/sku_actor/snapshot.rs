@@ -8,7 +8,9 @@ use ordo_storage::{Append, Journal};
 
 use super::SkuActor;
 use crate::domain::sku::Sku;
-use crate::engine::aggregate;
+use crate::engine::aggregate::{self, SnapshotTicket};
+use crate::engine::error::{EngineError, EngineResult};
+use tokio::sync::oneshot;
 
 impl SkuActor {
     /// Takes a snapshot once `due` events were applied since the last one. A small state
@@ -40,13 +42,50 @@ impl SkuActor {
         let spawned = std::thread::Builder::new()
             .name("ordo-snapshot".into())
             .spawn(move || {
-                write_snapshot_cache(&journal, &state, &stream);
+                if let Err(e) = write_snapshot_cache(&journal, &state, &stream) {
+                    tracing::warn!(stream = %stream, error = %e, "snapshot not written; recovery reads the stream");
+                }
                 busy.store(false, Ordering::Release);
             });
         if let Err(e) = spawned {
             tracing::warn!(sku = %self.state.sku, error = %e, "cannot start a snapshot thread; snapshot skipped");
             self.snapshotting.store(false, Ordering::Release);
         }
+    }
+
+    /// A checkpoint's snapshot. A small state is encoded here and queued in an append of
+    /// its own. A large one is cloned (O(1)) and encoded and written on a thread of its
+    /// own, then flushed, so the checkpoint's marker follows it to disk — the actor and
+    /// the journal's batches never carry O(holds) work (at a million holds that held
+    /// every order for up to a second).
+    pub(super) fn checkpoint_snapshot(&self) -> EngineResult<SnapshotTicket> {
+        if self.state.version == 0 {
+            return Ok(SnapshotTicket::Journal(
+                self.journal.append(Append::default()),
+            ));
+        }
+        if self.state.holds.len() < OFF_THREAD_SNAPSHOT_HOLDS {
+            let snap = aggregate::snapshot(&self.state, &self.stream)?;
+            return Ok(SnapshotTicket::Journal(self.journal.append(Append {
+                snapshots: vec![snap],
+                ..Append::default()
+            })));
+        }
+        let (state, stream, journal) = (
+            self.state.clone(),
+            self.stream.clone(),
+            self.journal.clone(),
+        );
+        let (tx, rx) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("ordo-snapshot".into())
+            .spawn(move || {
+                let res = write_snapshot_cache(&journal, &state, &stream)
+                    .and_then(|()| Ok(journal.store().flush_snapshot_cache()?));
+                let _ = tx.send(res);
+            })
+            .map_err(|e| EngineError::Unavailable(format!("snapshot thread: {e}")))?;
+        Ok(SnapshotTicket::Thread(rx))
     }
 
     /// Events between snapshots: at least `snapshot_every`, and at least as many as there
@@ -61,25 +100,17 @@ const OFF_THREAD_SNAPSHOT_HOLDS: usize = 4096;
 
 /// Encodes `state` and stores it as `stream`'s snapshot cache once everything queued
 /// before now (so every event it covers) is durable. Runs on a snapshot thread.
-fn write_snapshot_cache(journal: &Journal, state: &Sku, stream: &Arc<str>) {
-    let Ok(snap) = aggregate::snapshot(state, stream) else {
-        return; // logged
-    };
-    let written = journal
-        .append(Append::default())
-        .wait()
-        .and_then(|barrier| {
-            journal
-                .store()
-                .save_snapshot_cache(&ordo_storage::SnapshotRecord {
-                    stream: stream.to_string(),
-                    version: snap.version,
-                    seq: barrier.last_seq,
-                    schema: snap.schema,
-                    state: snap.state,
-                })
-        });
-    if let Err(e) = written {
-        tracing::warn!(stream = %stream, error = %e, "snapshot not written; recovery reads the stream");
-    }
+fn write_snapshot_cache(journal: &Journal, state: &Sku, stream: &Arc<str>) -> EngineResult<()> {
+    let snap = aggregate::snapshot(state, stream)?;
+    let barrier = journal.append(Append::default()).wait()?;
+    journal
+        .store()
+        .save_snapshot_cache(&ordo_storage::SnapshotRecord {
+            stream: stream.to_string(),
+            version: snap.version,
+            seq: barrier.last_seq,
+            schema: snap.schema,
+            state: snap.state,
+        })?;
+    Ok(())
 }
