@@ -12,7 +12,7 @@
 //!    PAID orders are redriven to CONFIRMED; cancelled confirmed orders without their
 //!    refund marker get the rest of their stock restored.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use ordo_storage::{EventRecord, Store};
@@ -129,6 +129,9 @@ struct Rebuild<'a> {
     /// StockRestored per order met in the replay (an interrupted cancellation of a
     /// confirmed order).
     restored: HashMap<String, Vec<String>>,
+    /// Orders that ended (and left `orders`) in the replay: the checkpoint's table of
+    /// PENDING orders is out of date for them.
+    ended: HashSet<String>,
 }
 
 impl<'a> Rebuild<'a> {
@@ -139,6 +142,7 @@ impl<'a> Rebuild<'a> {
             skus: HashMap::new(),
             orders: HashMap::new(),
             restored: HashMap::new(),
+            ended: HashSet::new(),
         }
     }
 
@@ -259,6 +263,7 @@ impl<'a> Rebuild<'a> {
             order::apply(o, &ev, v.at_ms);
             if o.is_terminal() && !o.needs_restore() {
                 self.orders.remove(id);
+                self.ended.insert(id.to_owned());
             }
         }
         Ok(())
@@ -306,7 +311,9 @@ impl<'a> Rebuild<'a> {
                     .or_else(|| extra_live.get(order_id));
                 let status = match known {
                     Some(o) => o.status,
-                    None if checkpoint_pending.contains_key(order_id) => {
+                    None if checkpoint_pending.contains_key(order_id)
+                        && !self.ended.contains(order_id) =>
+                    {
                         // A multi-line order holds in several SKUs: keyed, so once.
                         lazy_pending.insert(order_id.clone(), checkpoint_pending[order_id]);
                         Some(Status::Pending)

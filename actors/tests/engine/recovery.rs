@@ -217,3 +217,71 @@ fn a_checkpoint_of_a_sku_with_many_holds_is_stored_off_the_actor_and_taken_back(
     assert_eq!((s.available, s.reserved), (10_000 - n as i64, n as i64));
     shutdown_and_verify(engine, dir.path());
 }
+
+/// An order in the checkpoint's table of PENDING orders that was cancelled after the
+/// checkpoint, with a crash before its SKU released the hold (the order's cancellation
+/// is durable, the release is not): recovery must not take the table's word that it is
+/// PENDING. It reads the order, finds it cancelled, and releases the hold.
+#[test]
+fn a_table_entry_cancelled_after_the_checkpoint_does_not_keep_its_hold() {
+    use ordo_engine::domain::events::{OrderCancelled, OrderEvent};
+    use ordo_storage::{Append, Journal, NewEvent, Store, StoreOptions};
+
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), Durability::Sync);
+    let engine = Engine::open(cfg.clone()).unwrap();
+    block_on(engine.upsert_sku(sku("S", 10, 100), None)).unwrap();
+    let a = block_on(engine.place_order(order("a", &[("S", 1)]), None)).unwrap();
+    let b = block_on(engine.place_order(order("b", &[("S", 1)]), None)).unwrap();
+    assert_eq!(engine.pending_without_actor(), 2);
+    // The clean shutdown's checkpoint lists both as PENDING without an actor.
+    block_on(engine.shutdown()).unwrap();
+    drop(engine);
+
+    // After the checkpoint: `a` is cancelled and the crash comes before the release.
+    {
+        let store = Store::open(
+            dir.path(),
+            StoreOptions {
+                durability: Durability::Sync,
+                ..StoreOptions::default()
+            },
+        )
+        .unwrap();
+        let stream = format!("order/{}", a.id);
+        let version = store.stream_head(&stream).unwrap() + 1;
+        let ev = OrderEvent::OrderCancelled(OrderCancelled {
+            reason: "customer".into(),
+            from: Status::Pending,
+        });
+        let journal = Journal::start(store.clone()).unwrap();
+        journal
+            .append(Append::events(vec![NewEvent {
+                stream: stream.into(),
+                version,
+                event_type: ev.type_name(),
+                schema: ev.schema(),
+                at_ms: ordo_storage::now_ms(),
+                trace_id: None,
+                payload: ev.encode_payload(),
+            }]))
+            .wait()
+            .unwrap();
+        journal.close();
+    }
+
+    let engine = Engine::open(cfg).unwrap();
+    assert_eq!(
+        block_on(engine.get_order(&a.id)).unwrap().status,
+        Status::Cancelled
+    );
+    assert!(
+        eventually(|| block_on(engine.get_sku("S")).unwrap().reserved == 1),
+        "a's hold is released; b's stays"
+    );
+    assert_eq!(
+        block_on(engine.get_order(&b.id)).unwrap().status,
+        Status::Pending
+    );
+    shutdown_and_verify(engine, dir.path());
+}
