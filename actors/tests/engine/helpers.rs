@@ -40,16 +40,20 @@ pub fn order(customer: &str, lines: &[(&str, u32)]) -> PlaceOrder {
     }
 }
 
-pub fn verify_dir(dir: &std::path::Path) -> ordo_engine::VerifyReport {
-    let store = Store::open(
+/// The store of a closed engine's data dir.
+fn open_store(dir: &std::path::Path, durability: Durability) -> std::sync::Arc<Store> {
+    Store::open(
         dir,
         StoreOptions {
-            durability: Durability::Buffered,
+            durability,
             ..StoreOptions::default()
         },
     )
-    .unwrap();
-    ordo_engine::verify(&store).unwrap()
+    .unwrap()
+}
+
+pub fn verify_dir(dir: &std::path::Path) -> ordo_engine::VerifyReport {
+    ordo_engine::verify(&open_store(dir, Durability::Buffered)).unwrap()
 }
 
 /// Waits (bounded) until `f` holds; no timing is asserted, only the eventual state.
@@ -81,4 +85,36 @@ pub fn shutdown_and_verify(engine: Engine, dir: &std::path::Path) -> ordo_engine
     let report = verify_dir(dir);
     assert!(report.violations.is_empty(), "{:?}", report.violations);
     report
+}
+
+/// Appends `events` to order `id`'s stream behind the engine's back (the engine closed),
+/// after its head: states a crash or a hostile writer can leave. Returns the store.
+pub fn append_to_order_behind_the_engine(
+    dir: &std::path::Path,
+    id: &str,
+    events: &[ordo_engine::domain::OrderEvent],
+) -> std::sync::Arc<Store> {
+    let store = open_store(dir, Durability::Sync);
+    let stream: std::sync::Arc<str> = std::sync::Arc::from(format!("order/{id}"));
+    let head = store.stream_head(&stream).unwrap();
+    let new: Vec<_> = events
+        .iter()
+        .zip(head + 1..)
+        .map(|(e, version)| ordo_storage::NewEvent {
+            stream: stream.clone(),
+            version,
+            event_type: e.type_name(),
+            schema: e.schema(),
+            at_ms: ordo_storage::now_ms(),
+            trace_id: None,
+            payload: e.encode_payload(),
+        })
+        .collect();
+    let journal = ordo_storage::Journal::start(store.clone()).unwrap();
+    journal
+        .append(ordo_storage::Append::events(new))
+        .wait()
+        .unwrap();
+    journal.close();
+    store
 }

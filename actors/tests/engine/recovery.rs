@@ -7,7 +7,9 @@ use futures::executor::block_on;
 use ordo_engine::domain::order::{PaymentOutcome, ShipmentStep, Status};
 use ordo_engine::{Durability, Engine};
 
-use crate::helpers::{config, eventually, order, shutdown_and_verify, sku};
+use crate::helpers::{
+    append_to_order_behind_the_engine, config, eventually, order, shutdown_and_verify, sku,
+};
 
 /// Runs a mixed workload and returns the SKU and order views it ends with.
 fn workload(engine: &Engine) -> Vec<String> {
@@ -225,7 +227,6 @@ fn a_checkpoint_of_a_sku_with_many_holds_is_stored_off_the_actor_and_taken_back(
 #[test]
 fn a_table_entry_cancelled_after_the_checkpoint_does_not_keep_its_hold() {
     use ordo_engine::domain::events::{OrderCancelled, OrderEvent};
-    use ordo_storage::{Append, Journal, NewEvent, Store, StoreOptions};
 
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), Durability::Sync);
@@ -239,36 +240,15 @@ fn a_table_entry_cancelled_after_the_checkpoint_does_not_keep_its_hold() {
     drop(engine);
 
     // After the checkpoint: `a` is cancelled and the crash comes before the release.
-    {
-        let store = Store::open(
-            dir.path(),
-            StoreOptions {
-                durability: Durability::Sync,
-                ..StoreOptions::default()
-            },
-        )
-        .unwrap();
-        let stream = format!("order/{}", a.id);
-        let version = store.stream_head(&stream).unwrap() + 1;
-        let ev = OrderEvent::OrderCancelled(OrderCancelled {
-            reason: "customer".into(),
-            from: Status::Pending,
-        });
-        let journal = Journal::start(store.clone()).unwrap();
-        journal
-            .append(Append::events(vec![NewEvent {
-                stream: stream.into(),
-                version,
-                event_type: ev.type_name(),
-                schema: ev.schema(),
-                at_ms: ordo_storage::now_ms(),
-                trace_id: None,
-                payload: ev.encode_payload(),
-            }]))
-            .wait()
-            .unwrap();
-        journal.close();
-    }
+    let cancelled = OrderEvent::OrderCancelled(OrderCancelled {
+        reason: "customer".into(),
+        from: Status::Pending,
+    });
+    drop(append_to_order_behind_the_engine(
+        dir.path(),
+        &a.id,
+        &[cancelled],
+    ));
 
     let engine = Engine::open(cfg).unwrap();
     assert_eq!(

@@ -3,9 +3,8 @@
 use futures::executor::block_on;
 use ordo_engine::domain::order::Status;
 use ordo_engine::{Durability, Engine};
-use ordo_storage::{Store, StoreOptions};
 
-use crate::helpers::{config, order, sku};
+use crate::helpers::{append_to_order_behind_the_engine, config, order, sku};
 
 /// `ordo verify` catches money kept silently: a payment that succeeded on an order that
 /// was then cancelled with no refund recorded (written behind the engine's back).
@@ -19,16 +18,6 @@ fn verify_reports_a_succeeded_payment_neither_kept_nor_refunded() {
     block_on(engine.shutdown()).unwrap();
     drop(engine);
 
-    let store = Store::open(
-        dir.path(),
-        StoreOptions {
-            durability: Durability::Sync,
-            ..StoreOptions::default()
-        },
-    )
-    .unwrap();
-    let journal = ordo_storage::Journal::start(store.clone()).unwrap();
-    let stream: std::sync::Arc<str> = std::sync::Arc::from(format!("order/{}", o.id));
     let events = [
         ev::OrderEvent::PaymentSucceeded(ev::PaymentSucceeded {
             payment_ref: "kept".into(),
@@ -39,24 +28,7 @@ fn verify_reports_a_succeeded_payment_neither_kept_nor_refunded() {
             from: Status::Pending,
         }),
     ];
-    let new: Vec<_> = events
-        .iter()
-        .zip(o.version + 1..)
-        .map(|(e, version)| ordo_storage::NewEvent {
-            stream: stream.clone(),
-            version,
-            event_type: e.type_name(),
-            schema: e.schema(),
-            at_ms: 1,
-            trace_id: None,
-            payload: e.encode_payload(),
-        })
-        .collect();
-    journal
-        .append(ordo_storage::Append::events(new))
-        .wait()
-        .unwrap();
-    journal.close();
+    let store = append_to_order_behind_the_engine(dir.path(), &o.id, &events);
     let report = ordo_engine::verify(&store).unwrap();
     assert!(
         report.violations.iter().any(|v| v.contains("payment kept")
