@@ -48,6 +48,9 @@ impl Routes for RouteList {
 
 /// Every route of the server.
 pub fn register<R: Routes>(r: &mut R) {
+    // The router tries routes in this order, and each pattern with a `{…}` is a regex
+    // match: the hottest route, a static one, goes first (3 regex runs fewer per order).
+    r.add(Method::POST, "/v1/orders", create_order);
     r.add(Method::PUT, "/v1/skus/{sku}", put_sku);
     r.add(Method::GET, "/v1/skus/{sku}", get_sku);
     r.add(Method::GET, "/v1/skus", list_skus);
@@ -56,7 +59,6 @@ pub fn register<R: Routes>(r: &mut R) {
         "/v1/skus/{sku}/stock-adjustments",
         adjust_stock,
     );
-    r.add(Method::POST, "/v1/orders", create_order);
     r.add(Method::GET, "/v1/orders/{id}", get_order);
     r.add(Method::POST, "/v1/orders/{id}/payments", pay);
     r.add(Method::POST, "/v1/orders/{id}/cancel", cancel);
