@@ -71,10 +71,12 @@ pub(crate) fn encode_record_event_into(
 }
 
 /// How many events the `events` record at seq `first` holds (formats 1 and 2: one).
+/// Its seqs, `first..first + n`, stay below `u64::MAX` (a damaged key cannot make a
+/// reader's arithmetic overflow).
 pub(crate) fn record_len(first: u64, bytes: &[u8]) -> Result<u64> {
     match bytes.split_first() {
         Some((&APPEND_FORMAT_V3, body)) => record_count(first, body).map(|(n, _)| n),
-        Some((&EVENT_FORMAT_V2 | &VALUE_FORMAT_V1, _)) => Ok(1),
+        Some((&EVENT_FORMAT_V2 | &VALUE_FORMAT_V1, _)) => in_range(first, 1),
         Some((other, _)) => Err(corrupt(
             "events",
             format!("seq {first}"),
@@ -101,7 +103,20 @@ fn record_count(first: u64, body: &[u8]) -> Result<(u64, &[u8])> {
             format!("record claims {n} events in {} bytes", rest.len()),
         ));
     }
-    Ok((n, rest))
+    in_range(first, n).map(|n| (n, rest))
+}
+
+/// `n` events from seq `first` on: damage if their seqs would reach `u64::MAX`, which no
+/// journal ever assigns.
+fn in_range(first: u64, n: u64) -> Result<u64> {
+    match first.checked_add(n) {
+        Some(_) => Ok(n),
+        None => Err(corrupt(
+            "events",
+            format!("seq {first}"),
+            format!("{n} events from this seq overflow"),
+        )),
+    }
 }
 
 /// The events of one `events` record, decoded one at a time and borrowed from its bytes.
@@ -129,7 +144,7 @@ impl<'a> RecordEvents<'a> {
             }
             _ => Ok(RecordEvents {
                 next_seq: first,
-                left: 1,
+                left: in_range(first, 1)?,
                 rest: &[],
                 single: Some(bytes),
             }),

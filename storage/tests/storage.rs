@@ -638,6 +638,47 @@ fn an_append_is_one_record_and_every_read_path_finds_its_events() {
     }
 }
 
+/// Damage to a record's count or key is an error, never a panic (the release profile
+/// checks overflow) and never a seq handed out twice: a last record whose count was
+/// lowered would have put the next append inside it.
+#[test]
+fn a_damaged_count_or_key_is_an_error_not_a_panic_or_a_reused_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = open(dir.path(), Durability::Sync);
+        let j = Journal::start(store.clone()).unwrap();
+        append(&j, vec![ev("sku/a", 1), ev("sku/a", 2), ev("sku/a", 3)]).unwrap();
+        // The same three envelopes under a count of 2.
+        let mut bytes = vec![3u8, 2];
+        store
+            .scan_from(0, |v| {
+                bytes.extend(bincode::encode_to_vec(v, bincode::config::standard()).unwrap());
+                Ok(true)
+            })
+            .unwrap();
+        store.corrupt_event_for_test(1, &bytes).unwrap();
+    }
+    let store = open(dir.path(), Durability::Sync);
+    let err = store.last_seq().unwrap_err().to_string();
+    assert!(err.contains("trailing bytes"), "{err}");
+    assert!(
+        Journal::start(store.clone()).is_err(),
+        "no journal over a log whose end is unknown"
+    );
+    drop(store);
+
+    for bytes in [&[3u8, 2, 0, 0][..], &[2u8, 0][..]] {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(dir.path(), Durability::Sync);
+        store.corrupt_event_for_test(u64::MAX, bytes).unwrap();
+        assert!(store.last_seq().is_err());
+        assert!(store.get_event(u64::MAX).is_err());
+        assert!(store.scan_from(0, |_| Ok(true)).is_err());
+        assert!(store.read_from(0).any(|r| r.is_err()));
+        assert!(store.read_from(u64::MAX - 1).any(|r| r.is_err()));
+    }
+}
+
 /// A store of format 1 (one event per record, 8-byte index values) opens in this
 /// release: it is raised to the current format before anything new is written, its old
 /// records read as before, and new appends go beside them.

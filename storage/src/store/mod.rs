@@ -340,9 +340,15 @@ impl Store {
         it.seek_to_last();
         it.status()?;
         match (it.key(), it.value()) {
+            // The whole record is decoded and checked: a damaged count must not move
+            // where the next append starts.
             (Some(k), Some(v)) => {
                 let first = key_to_seq(k)?;
-                Ok(first + codec::record_len(first, v)? - 1)
+                let mut last = first;
+                for view in RecordEvents::new(first, v)? {
+                    last = view?.seq;
+                }
+                Ok(last)
             }
             _ => Ok(0),
         }
