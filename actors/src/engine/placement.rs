@@ -273,9 +273,7 @@ impl Engine {
             Ok(_) => {
                 inner.metrics.orders_pending.inc();
                 // No actor until something happens to the order (see `deadlines`).
-                if !inner.deadlines.insert(&state.id, state.expires_at_ms) {
-                    inner.start_order(state);
-                }
+                inner.note_pending(state);
             }
             Err(EngineError::OrderFailed { reason, .. }) => {
                 let counter = match reason {

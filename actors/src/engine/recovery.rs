@@ -129,8 +129,8 @@ struct Rebuild<'a> {
     /// StockRestored per order met in the replay (an interrupted cancellation of a
     /// confirmed order).
     restored: HashMap<String, Vec<String>>,
-    /// Orders that ended (and left `orders`) in the replay: the checkpoint's table of
-    /// PENDING orders is out of date for them.
+    /// Orders found ended (and dropped from `orders`) in a snapshot or the replay: the
+    /// checkpoint's table of PENDING orders is out of date for them.
     ended: HashSet<String>,
 }
 
@@ -214,6 +214,7 @@ impl<'a> Rebuild<'a> {
             if let Err(e) = self.store.delete_snapshot(&Order::stream(&id)) {
                 tracing::warn!(order = %id, error = %e, "cannot delete a terminal order's snapshot");
             }
+            self.ended.insert(id);
         }
         Ok(())
     }

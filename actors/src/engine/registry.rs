@@ -216,6 +216,25 @@ impl Inner {
         Ok(addr)
     }
 
+    /// A just placed order waits in the deadline table without an actor — unless one was
+    /// activated meanwhile: the order is on the feed once durable, before its placement's
+    /// caller gets here, so a follower may already have acted on it. Checked and inserted
+    /// under the order's registry entry, which activation holds while it takes the order
+    /// out of the table, so the table never lists an order that has an actor.
+    pub(super) fn note_pending(self: &Arc<Self>, state: Order) {
+        let entry = self.orders.entry(state.id.clone());
+        if let dashmap::mapref::entry::Entry::Occupied(o) = &entry {
+            if o.get().connected() {
+                return;
+            }
+        }
+        if self.deadlines.insert(&state.id, state.expires_at_ms) {
+            return;
+        }
+        drop(entry); // `start_order` takes it again
+        self.start_order(state);
+    }
+
     /// Starts an actor for an order whose state the caller holds (just placed, or
     /// recovered), unless one is live.
     pub(super) fn start_order(self: &Arc<Self>, state: Order) -> Addr<OrderActor> {

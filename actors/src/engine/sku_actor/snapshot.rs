@@ -98,9 +98,14 @@ impl SkuActor {
 /// Holds from which a SKU's snapshot is written off the actor thread.
 const OFF_THREAD_SNAPSHOT_HOLDS: usize = 4096;
 
+/// One large snapshot encoded and written at a time, whatever the number of hot SKUs: a
+/// checkpoint starts a thread for each, and each encode holds a copy of its holds.
+static LARGE_SNAPSHOT_WRITES: parking_lot::Mutex<()> = parking_lot::const_mutex(());
+
 /// Encodes `state` and stores it as `stream`'s snapshot cache once everything queued
 /// before now (so every event it covers) is durable. Runs on a snapshot thread.
 fn write_snapshot_cache(journal: &Journal, state: &Sku, stream: &Arc<str>) -> EngineResult<()> {
+    let _one_at_a_time = LARGE_SNAPSHOT_WRITES.lock();
     let snap = aggregate::snapshot(state, stream)?;
     let barrier = journal.append(Append::default()).wait()?;
     journal
