@@ -17,6 +17,10 @@ pub struct EngineConfig {
     pub sku_mailbox: usize,
     /// A SKU writes a snapshot with every this-many of its events.
     pub snapshot_every: u64,
+    /// A SKU with at least this many holds has its snapshots (its own and a
+    /// checkpoint's) encoded and written on a thread of its own, outside the journal's
+    /// batches; below it they are small enough for the actor and an append.
+    pub large_snapshot_holds: usize,
     /// A checkpoint (snapshots of every live actor + the log position) is taken after
     /// this many events, so recovery replays at most about that many.
     pub checkpoint_every: u64,
@@ -41,6 +45,7 @@ impl Default for EngineConfig {
             reservation_ttl: Duration::from_secs(15 * 60),
             sku_mailbox: 16_384,
             snapshot_every: 1_000,
+            large_snapshot_holds: 4_096,
             checkpoint_every: 1_000_000,
             workers: std::thread::available_parallelism()
                 .map(|n| n.get())

@@ -59,7 +59,7 @@ pub use idempotency::{render, Idempotency, Outcome, Render};
 pub use metrics::EngineMetrics;
 use order_actor::{OrderActor, OrderReq, PaymentReport};
 pub use recovery::RecoveryStats;
-use sku_actor::{Placed, SinglePlace, SkuActor, SkuHandle, SkuReq};
+use sku_actor::{Placed, SinglePlace, SkuActor, SkuHandle, SkuReq, SnapshotPolicy};
 pub use view::OrderView;
 
 /// A request to create or update a SKU.

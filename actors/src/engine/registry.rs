@@ -30,7 +30,10 @@ impl Inner {
             state,
             self.journal.clone(),
             self.config.sku_mailbox,
-            self.config.snapshot_every,
+            SnapshotPolicy {
+                every: self.config.snapshot_every,
+                large_holds: self.config.large_snapshot_holds,
+            },
             self.skus.clone(),
             self.config.sku_idle_timeout,
             self.metrics.live_skus.clone(),

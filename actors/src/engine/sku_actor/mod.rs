@@ -134,12 +134,21 @@ pub(crate) enum SkuReq {
     HoldForTest { until: oneshot::Receiver<()> },
 }
 
+/// When a SKU snapshots, and which snapshots leave the actor thread.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct SnapshotPolicy {
+    /// A snapshot with every this-many events (at least; see `snapshot_due`).
+    pub every: u64,
+    /// From this many holds on, snapshots are encoded and written on their own thread.
+    pub large_holds: usize,
+}
+
 pub(crate) struct SkuActor {
     stream: Arc<str>,
     state: Sku,
     journal: Journal,
     mailbox: usize,
-    snapshot_every: u64,
+    snapshots: SnapshotPolicy,
     since_snapshot: u64,
     /// The registry, to leave it when passivating.
     registry: Arc<DashMap<String, SkuHandle>>,
@@ -162,7 +171,7 @@ impl SkuActor {
         state: Sku,
         journal: Journal,
         mailbox: usize,
-        snapshot_every: u64,
+        snapshots: SnapshotPolicy,
         registry: Arc<DashMap<String, SkuHandle>>,
         idle_timeout: Duration,
         metrics_live: prometheus::IntGauge,
@@ -173,7 +182,10 @@ impl SkuActor {
             state,
             journal,
             mailbox,
-            snapshot_every: snapshot_every.max(1),
+            snapshots: SnapshotPolicy {
+                every: snapshots.every.max(1),
+                ..snapshots
+            },
             since_snapshot: 0,
             registry,
             idle_timeout,

@@ -23,7 +23,7 @@ impl SkuActor {
             return;
         }
         self.since_snapshot = 0;
-        if self.state.holds.len() < OFF_THREAD_SNAPSHOT_HOLDS {
+        if self.state.holds.len() < self.snapshots.large_holds {
             // Nobody waits for it. A snapshot that cannot be encoded is skipped (logged):
             // recovery reads the stream instead.
             if let Ok(snap) = aggregate::snapshot(&self.state, &self.stream) {
@@ -64,7 +64,7 @@ impl SkuActor {
                 self.journal.append(Append::default()),
             ));
         }
-        if self.state.holds.len() < OFF_THREAD_SNAPSHOT_HOLDS {
+        if self.state.holds.len() < self.snapshots.large_holds {
             let snap = aggregate::snapshot(&self.state, &self.stream)?;
             return Ok(SnapshotTicket::Journal(self.journal.append(Append {
                 snapshots: vec![snap],
@@ -91,12 +91,9 @@ impl SkuActor {
     /// Events between snapshots: at least `snapshot_every`, and at least as many as there
     /// are holds, so a snapshot's cost per event stays constant.
     pub(super) fn snapshot_due(&self) -> u64 {
-        self.snapshot_every.max(self.state.holds.len() as u64)
+        self.snapshots.every.max(self.state.holds.len() as u64)
     }
 }
-
-/// Holds from which a SKU's snapshot is written off the actor thread.
-const OFF_THREAD_SNAPSHOT_HOLDS: usize = 4096;
 
 /// One large snapshot encoded and written at a time, whatever the number of hot SKUs: a
 /// checkpoint starts a thread for each, and each encode holds a copy of its holds.
