@@ -109,6 +109,7 @@ impl Engine {
         if inner.checkpointing.swap(true, Ordering::AcqRel) {
             return Ok(inner.last_checkpoint.load(Ordering::Relaxed));
         }
+        let started = std::time::Instant::now();
         let res = async {
             let seq = inner.journal.durable_seq();
             let mut waits = Vec::new();
@@ -163,6 +164,12 @@ impl Engine {
                 .await?;
             inner.last_checkpoint.store(seq, Ordering::Relaxed);
             inner.metrics.checkpoints.inc();
+            tracing::info!(
+                seq,
+                pending_without_actor = inner.deadlines.len(),
+                millis = started.elapsed().as_millis() as u64,
+                "checkpoint written"
+            );
             Ok(seq)
         }
         .await;
