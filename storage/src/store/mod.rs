@@ -406,19 +406,15 @@ impl Store {
     /// The whole log after `after` (exclusive), in seq order.
     pub fn read_from(&self, after: u64) -> EventIter<'_> {
         let start = after.saturating_add(1);
-        match self.events_from(start, 2 << 20) {
-            Ok(it) => EventIter {
-                it: Some(it),
-                start,
-                buffered: std::collections::VecDeque::new(),
-                failed: None,
-            },
-            Err(e) => EventIter {
-                it: None,
-                start,
-                buffered: std::collections::VecDeque::new(),
-                failed: Some(e),
-            },
+        let (it, failed) = match self.events_from(start, 2 << 20) {
+            Ok(it) => (Some(it), None),
+            Err(e) => (None, Some(e)),
+        };
+        EventIter {
+            it,
+            start,
+            buffered: std::collections::VecDeque::new(),
+            failed,
         }
     }
 

@@ -4,7 +4,7 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use ordo_storage::{Append, Journal};
+use ordo_storage::{Append, AppendTicket, Journal};
 
 use super::SkuActor;
 use crate::domain::sku::Sku;
@@ -26,38 +26,32 @@ impl SkuActor {
         if self.state.holds.len() < self.snapshots.large_holds {
             // Nobody waits for it. A snapshot that cannot be encoded is skipped (logged):
             // recovery reads the stream instead.
-            if let Ok(snap) = aggregate::snapshot(&self.state, &self.stream) {
-                drop(self.journal.append(Append {
-                    snapshots: vec![snap],
-                    ..Append::default()
-                }));
+            if let Ok(ticket) = self.snapshot_append() {
+                drop(ticket);
             }
             return;
         }
         if self.snapshotting.swap(true, Ordering::AcqRel) {
             return; // the previous one is still being written
         }
-        let (state, stream) = (self.state.clone(), self.stream.clone());
-        let (journal, busy) = (self.journal.clone(), self.snapshotting.clone());
-        let spawned = std::thread::Builder::new()
-            .name("ordo-snapshot".into())
-            .spawn(move || {
-                if let Err(e) = write_snapshot_cache(&journal, &state, &stream) {
-                    tracing::warn!(stream = %stream, error = %e, "snapshot not written; recovery reads the stream");
-                }
-                busy.store(false, Ordering::Release);
-            });
+        let busy = self.snapshotting.clone();
+        let stream = self.stream.clone();
+        let spawned = self.snapshot_off_thread(false, move |res| {
+            if let Err(e) = res {
+                tracing::warn!(stream = %stream, error = %e, "snapshot not written; recovery reads the stream");
+            }
+            busy.store(false, Ordering::Release);
+        });
         if let Err(e) = spawned {
-            tracing::warn!(sku = %self.state.sku, error = %e, "cannot start a snapshot thread; snapshot skipped");
+            tracing::warn!(sku = %self.state.sku, error = %e, "snapshot skipped");
             self.snapshotting.store(false, Ordering::Release);
         }
     }
 
-    /// A checkpoint's snapshot. A small state is encoded here and queued in an append of
-    /// its own. A large one is cloned (O(1)) and encoded and written on a thread of its
-    /// own, then flushed, so the checkpoint's marker follows it to disk — the actor and
-    /// the journal's batches never carry O(holds) work (at a million holds that held
-    /// every order for up to a second).
+    /// A checkpoint's snapshot: small, queued in an append of its own; large, written off
+    /// the actor and the journal's batches and then flushed, so the checkpoint's marker
+    /// follows it to disk (at a million holds, encoding here held every order for up to
+    /// a second).
     pub(super) fn checkpoint_snapshot(&self) -> EngineResult<SnapshotTicket> {
         if self.state.version == 0 {
             return Ok(SnapshotTicket::Journal(
@@ -65,27 +59,46 @@ impl SkuActor {
             ));
         }
         if self.state.holds.len() < self.snapshots.large_holds {
-            let snap = aggregate::snapshot(&self.state, &self.stream)?;
-            return Ok(SnapshotTicket::Journal(self.journal.append(Append {
-                snapshots: vec![snap],
-                ..Append::default()
-            })));
+            return self.snapshot_append().map(SnapshotTicket::Journal);
         }
-        let (state, stream, journal) = (
-            self.state.clone(),
-            self.stream.clone(),
-            self.journal.clone(),
-        );
         let (tx, rx) = oneshot::channel();
+        self.snapshot_off_thread(true, move |res| {
+            let _ = tx.send(res);
+        })?;
+        Ok(SnapshotTicket::Thread(rx))
+    }
+
+    /// A small state's snapshot, encoded here and queued in an append of its own, after
+    /// the events it covers.
+    fn snapshot_append(&self) -> EngineResult<AppendTicket> {
+        let snap = aggregate::snapshot(&self.state, &self.stream)?;
+        Ok(self.journal.append(Append {
+            snapshots: vec![snap],
+            ..Append::default()
+        }))
+    }
+
+    /// A large state cloned (O(1): its maps are persistent), then encoded and written as
+    /// the snapshot cache on a thread of its own once what it covers is durable, and with
+    /// `flush` flushed to disk; `done` gets the outcome there.
+    fn snapshot_off_thread(
+        &self,
+        flush: bool,
+        done: impl FnOnce(EngineResult<()>) + Send + 'static,
+    ) -> EngineResult<()> {
+        let (state, stream) = (self.state.clone(), self.stream.clone());
+        let journal = self.journal.clone();
         std::thread::Builder::new()
             .name("ordo-snapshot".into())
             .spawn(move || {
-                let res = write_snapshot_cache(&journal, &state, &stream)
-                    .and_then(|()| Ok(journal.store().flush_snapshot_cache()?));
-                let _ = tx.send(res);
+                let mut res = write_snapshot_cache(&journal, &state, &stream);
+                if flush {
+                    res = res.and_then(|()| Ok(journal.store().flush_snapshot_cache()?));
+                }
+                done(res);
             })
-            .map_err(|e| EngineError::Unavailable(format!("snapshot thread: {e}")))?;
-        Ok(SnapshotTicket::Thread(rx))
+            .map(drop)
+            .map_err(|e| EngineError::Unavailable(format!("cannot start a snapshot thread: {e}")))
     }
 
     /// Events between snapshots: at least `snapshot_every`, and at least as many as there
