@@ -77,35 +77,26 @@ impl Store {
         let values = self
             .db
             .multi_get_cf(records.iter().map(|r| (events, seq_key(*r))));
+        let missing = |seq: u64| {
+            corrupt(
+                CF_STREAMS,
+                format!("stream {stream}"),
+                format!("index points at missing seq {seq}"),
+            )
+        };
         let mut out = Vec::with_capacity(seqs.len());
         let mut wanted = seqs.iter().peekable();
         for (record, got) in records.iter().zip(values) {
             let Some(v) = got? else {
-                let seq = wanted.peek().map_or(*record, |(s, _)| *s);
-                return Err(corrupt(
-                    CF_STREAMS,
-                    format!("stream {stream}"),
-                    format!("index points at missing seq {seq}"),
-                ));
+                return Err(missing(wanted.peek().map_or(*record, |(s, _)| *s)));
             };
             let mut events = RecordEvents::new(*record, &v)?;
-            while let Some((seq, _)) = wanted.next_if(|(_, r)| r == record) {
-                let view = loop {
-                    match events.next() {
-                        Some(view) => {
-                            let view = view?;
-                            if view.seq == *seq {
-                                break view;
-                            }
-                        }
-                        None => {
-                            return Err(corrupt(
-                                CF_STREAMS,
-                                format!("stream {stream}"),
-                                format!("index points at missing seq {seq}"),
-                            ))
-                        }
-                    }
+            while let Some(&(seq, _)) = wanted.next_if(|(_, r)| r == record) {
+                // The record's events come in seq order: skip to this one.
+                let view = match events.find(|e| e.as_ref().map_or(true, |v| v.seq >= seq)) {
+                    Some(Ok(view)) if view.seq == seq => view,
+                    Some(Err(e)) => return Err(e),
+                    _ => return Err(missing(seq)),
                 };
                 if view.stream != stream {
                     return Err(corrupt(
