@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use futures::executor::block_on;
-use ordo_engine::domain::order::Status;
+use ordo_engine::domain::order::{PaymentOutcome, Status};
 use ordo_engine::{Durability, Engine};
 
 use crate::helpers::{config, eventually, order, shutdown_and_verify, sku};
@@ -117,4 +117,48 @@ fn terminal_orders_leave_no_snapshot_behind() {
         Status::Fulfilled
     );
     block_on(engine.shutdown()).unwrap();
+}
+
+/// A placed order is on the feed once durable, before its placing caller has recorded it
+/// as waiting without an actor; a follower can act on it in between. The order then has
+/// a live actor, and the deadline table must not list it too (a stale entry outlives the
+/// actor: a checkpoint would record the order as PENDING without an actor). The placing
+/// future is held between the two steps by polling it by hand.
+#[test]
+fn an_order_activated_before_its_placement_returns_is_not_left_in_the_deadline_table() {
+    use std::future::Future;
+    use std::task::{Context, Poll};
+
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(config(dir.path(), Durability::Sync)).unwrap();
+    block_on(engine.upsert_sku(sku("S", 10, 100), None)).unwrap();
+    let mut placing = Box::pin(engine.place_order(order("a", &[("S", 1)]), None));
+    let waker = futures::task::noop_waker();
+    assert!(matches!(
+        placing.as_mut().poll(&mut Context::from_waker(&waker)),
+        Poll::Pending
+    ));
+    // The order's creation becomes durable; a follower of the feed sees it and pays.
+    let mut id = None;
+    assert!(eventually(|| {
+        id = engine
+            .read_events(0, 100, None)
+            .unwrap()
+            .iter()
+            .find_map(|e| e.stream.strip_prefix("order/").map(str::to_owned));
+        id.is_some()
+    }));
+    let id = id.unwrap();
+    let total = block_on(engine.get_order(&id)).unwrap().total_minor;
+    let paid = block_on(engine.pay(&id, "p1", PaymentOutcome::Succeeded, total, None)).unwrap();
+    assert_eq!(paid.status, Status::Confirmed);
+    // Only now does the placing caller go on.
+    let placed = block_on(placing).unwrap();
+    assert_eq!(placed.id, id);
+    assert_eq!(
+        engine.pending_without_actor(),
+        0,
+        "the order has an actor; the table does not list it"
+    );
+    shutdown_and_verify(engine, dir.path());
 }
