@@ -36,4 +36,5 @@ for w in $(seq 1 "$WINDOWS"); do
   grep -o 'p99 [0-9.]*' <<<"$lat" | cut -d' ' -f2 >>"$WORK/p99"
 done
 echo "live holds at the end: $(curl -sf "http://127.0.0.1:$PORT/v1/skus/BENCH-FLASH-1" | grep -o '"reserved":[0-9]*' | cut -d: -f2)"
+grep -h 'checkpoint written' "$WORK/log" | sed -E 's/.*"seq":([0-9]+).*"pending_without_actor":([0-9]+).*"millis":([0-9]+).*/checkpoint at seq \1: \2 PENDING orders, \3 ms/' || true
 awk 'NR == 1 {first = $1} {last = $1} END {printf "p99 first %.2f ms, last %.2f ms: ratio %.2f (target <= 1.5)\n", first, last, last / first}' "$WORK/p99"
